@@ -1,1 +1,40 @@
-fn main(){}
+//! proxmox-lxcri: a fast OCI container runtime with runc's command line.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod container;
+mod error;
+mod linux;
+mod log;
+mod spec;
+mod state;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = dispatch(&cli);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            log::error(&cli, &err.to_string());
+            std::process::exit(1);
+        }
+    }
+}
+
+fn dispatch(cli: &Cli) -> error::Result<i32> {
+    match &cli.command {
+        Command::Create(a) => commands::create::run(cli, a),
+        Command::Start(a) => commands::start::run(cli, &a.id),
+        Command::State(a) => commands::state::run(cli, &a.id),
+        Command::Kill(a) => commands::kill::run(cli, a),
+        Command::Delete(a) => commands::delete::run(cli, a),
+        Command::Run(a) => commands::run::run(cli, a),
+        Command::List(a) => commands::list::run(cli, a),
+        Command::Spec(a) => commands::spec::run(a),
+    }
+}

@@ -1,1 +1,24 @@
-pub fn x(){}
+//! Every `unsafe` line of proxmox-lxcri lives here: raw syscalls that `nix` does not wrap (clone3,
+//! openat2, close_range, mount_setattr, pidfd, namespace ioctls), each behind a small safe function.
+//! The runtime crate is `#![forbid(unsafe_code)]` and calls only these wrappers.
+
+mod clone;
+mod fs;
+mod misc;
+mod pidfd;
+
+pub use clone::{clone3, CloneResult};
+pub use fs::{close_range_cloexec, mount_setattr, openat2, MountAttr};
+pub use misc::{exit_now, namespace_type, reset_signal_dispositions, setdomainname};
+pub use pidfd::{pidfd_open, pidfd_send_signal};
+
+/// Errors are plain errno values; the runtime adds context (which path, which field) on top.
+pub type Result<T> = std::result::Result<T, std::io::Error>;
+
+fn check(ret: libc::c_long) -> Result<libc::c_long> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}

@@ -1,0 +1,158 @@
+//! runc's command line, flag for flag, so that go-runc (containerd), conmon (CRI-O, podman) and
+//! scripts written for runc drive proxmox-lxcri unchanged.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_ROOT: &str = "/run/proxmox-lxcri";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "proxmox-lxcri",
+    about = "A fast OCI container runtime whose containers Proxmox VE can see",
+    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0"),
+    disable_version_flag = true
+)]
+pub struct Cli {
+    /// Directory holding the containers' state
+    #[arg(long, global = true, default_value = DEFAULT_ROOT)]
+    pub root: PathBuf,
+    /// Also write log messages (errors and warnings) to this file
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Format of the log file
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log debug messages too
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Manage cgroups through systemd (slice:prefix:name cgroup paths)
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    /// Accepted for runc compatibility (rootless mode is detected from the caller's uid)
+    #[arg(long, global = true, value_name = "auto|true|false")]
+    pub rootless: Option<String>,
+    /// Print the version
+    #[arg(short = 'v', long, action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a container from a bundle; its process waits for `start`
+    Create(CreateArgs),
+    /// Start the process of a created container
+    Start(IdArg),
+    /// Print the state of a container as JSON
+    State(IdArg),
+    /// Send a signal to the container's init (or to all its processes)
+    Kill(KillArgs),
+    /// Delete a container and everything the runtime made for it
+    Delete(DeleteArgs),
+    /// Create and start a container, wait for it and delete it
+    Run(RunArgs),
+    /// List the containers under --root
+    List(ListArgs),
+    /// Write a default config.json
+    Spec(SpecArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IdArg {
+    pub id: String,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CreateArgs {
+    /// Path to the bundle directory
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Unix socket that receives the master side of the container's terminal
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Write the container's init pid to this file
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Use a move mount and chroot instead of pivot_root
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Do not create a session keyring for the container
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Pass this many fds (from fd 3 on) to the container's process
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Unix socket that receives a pidfd of the container's init
+    #[arg(long)]
+    pub pidfd_socket: Option<PathBuf>,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal every process in the container, not only its init
+    #[arg(short, long)]
+    pub all: bool,
+    pub id: String,
+    /// Signal name (KILL, SIGKILL) or number; TERM when absent
+    #[arg(default_value = "TERM")]
+    pub signal: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Kill the container first if it is still running
+    #[arg(short, long)]
+    pub force: bool,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Return once the container runs, instead of waiting for it
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Do not delete the container after it exits
+    #[arg(long)]
+    pub keep: bool,
+    /// Accepted for runc compatibility: the runtime never becomes a subreaper
+    #[arg(long)]
+    pub no_subreaper: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    /// Print only the container ids
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct SpecArgs {
+    /// Directory to write config.json into
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write a spec for a rootless container
+    #[arg(long)]
+    pub rootless: bool,
+}

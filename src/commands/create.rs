@@ -1,0 +1,20 @@
+use crate::cli::{Cli, CreateArgs};
+use crate::container::create::{create, CreateOptions};
+use crate::error::Result;
+
+pub fn options<'a>(cli: &'a Cli, args: &'a CreateArgs) -> CreateOptions<'a> {
+    CreateOptions {
+        root: &cli.root,
+        id: &args.id,
+        bundle: &args.bundle,
+        pid_file: args.pid_file.as_deref(),
+        console_socket: args.console_socket.as_deref(),
+        no_pivot: args.no_pivot,
+        preserve_fds: args.preserve_fds,
+    }
+}
+
+pub fn run(cli: &Cli, args: &CreateArgs) -> Result<i32> {
+    create(&options(cli, args))?;
+    Ok(0)
+}

@@ -1,0 +1,10 @@
+//! One module per subcommand: thin, they load state, call into container/ and print.
+
+pub mod create;
+pub mod delete;
+pub mod kill;
+pub mod list;
+pub mod run;
+pub mod spec;
+pub mod start;
+pub mod state;

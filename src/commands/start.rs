@@ -1,0 +1,35 @@
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::cli::Cli;
+use crate::error::{Context, Error, Result};
+use crate::state::{status_of, ContainerDir, Status};
+
+pub fn run(cli: &Cli, id: &str) -> Result<i32> {
+    let dir = ContainerDir::open(&cli.root, id)?;
+    let state = dir.load()?;
+    start(&dir, status_of(&dir, &state))?;
+    Ok(0)
+}
+
+/// Releases the init blocked on the exec fifo. Opening without blocking fails with ENXIO exactly
+/// when no init holds the fifo, so a dead init is reported instead of waited for.
+pub fn start(dir: &ContainerDir, status: Status) -> Result<()> {
+    if status != Status::Created {
+        return Err(Error::invalid(format!(
+            "cannot start container {:?}: it is {status}",
+            dir.id()
+        )));
+    }
+    let fifo = dir.fifo();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => Error::invalid(format!("cannot start container {:?}: its init is gone", dir.id())),
+            _ => Error::os(format!("opening {}", fifo.display()), e),
+        })?;
+    f.write_all(b"0").ctx(|| format!("writing {}", fifo.display()))?;
+    std::fs::remove_file(&fifo).ctx(|| format!("removing {}", fifo.display()))
+}

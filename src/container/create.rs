@@ -1,0 +1,190 @@
+//! The parent side of `create`: state dir, cgroup, clone3 of the init, id maps, then wait until the
+//! init reports it is set up (or why it is not). Every step has an undo, run on any failure.
+
+use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
+
+use super::init;
+use super::sync::{Channel, Message};
+use crate::error::{Context, Error, Result};
+use crate::linux::cgroups::{self, Cgroup};
+use crate::linux::namespaces::{self, ForChildren};
+use crate::spec::Bundle;
+use crate::state::{self, ContainerDir, State};
+
+pub struct CreateOptions<'a> {
+    pub root: &'a Path,
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub pid_file: Option<&'a Path>,
+    pub console_socket: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+}
+
+/// A container in the "created" state; its init is a child of this process.
+pub struct Created {
+    pub dir: ContainerDir,
+    pub state: State,
+}
+
+/// Undoes a half-done create in reverse order, unless disarmed.
+struct Undo {
+    child: Option<i32>,
+    cgroup: Option<Cgroup>,
+    dir: Option<ContainerDir>,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.take() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.destroy();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.remove();
+        }
+    }
+}
+
+pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
+    crate::state::validate_id(opts.id)?;
+    let bundle = Bundle::load(opts.bundle)?;
+    let process = bundle.spec.process().as_ref().ok_or_else(|| Error::invalid("process: missing"))?;
+    if process.terminal().unwrap_or(false) || opts.console_socket.is_some() {
+        return Err(Error::invalid(
+            "process.terminal: terminals and --console-socket are not supported yet; set \"terminal\": false",
+        ));
+    }
+
+    let dir = ContainerDir::create(opts.root, opts.id)?;
+    let mut undo = Undo { child: None, cgroup: None, dir: None };
+    let fifo = dir.fifo();
+    undo.dir = Some(dir);
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).ctx(|| format!("mkfifo {}", fifo.display()))?;
+
+    let linux = bundle.spec.linux().as_ref().ok_or_else(|| Error::invalid("linux: missing"))?;
+    let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id);
+    let cgroup = Cgroup::new(cgroup_path.clone(), opts.id)?;
+    undo.cgroup = Some(cgroup);
+
+    let (mut to_child, child_end) = Channel::pair()?;
+    let listen_fds = listen_fds();
+    let init_opts = init::InitOptions {
+        fifo: &fifo,
+        no_pivot: opts.no_pivot,
+        preserve_fds: opts.preserve_fds.max(listen_fds),
+        extra_env: if listen_fds > 0 {
+            vec![format!("LISTEN_FDS={listen_fds}"), "LISTEN_PID=1".into()]
+        } else {
+            Vec::new()
+        },
+    };
+
+    let for_children = ForChildren::enter(&bundle)?;
+    let cloned = sys::clone3(namespaces::clone_flags(&bundle).bits() as u64, None);
+    let pid = match cloned {
+        Ok(sys::CloneResult::Child) => {
+            drop(to_child);
+            init::run(child_end, &bundle, &init_opts)
+        }
+        Ok(sys::CloneResult::Parent(pid)) => pid,
+        Err(e) => {
+            let _ = for_children.leave();
+            return Err(Error::os("clone3 of the container init", e));
+        }
+    };
+    undo.child = Some(pid);
+    drop(child_end);
+    for_children.leave()?;
+
+    if bundle.creates_namespace(LinuxNamespaceType::User) {
+        namespaces::write_id_maps(
+            pid,
+            linux.uid_mappings().as_deref().unwrap_or_default(),
+            linux.gid_mappings().as_deref().unwrap_or_default(),
+        )?;
+    }
+    let resources = resources_with_default_devices(&bundle);
+    undo.cgroup
+        .as_ref()
+        .map(|cg| cg.enter_and_apply(pid, &resources))
+        .transpose()?;
+
+    to_child.send(&Message::Go)?;
+    match to_child.recv()? {
+        Some(Message::Ready) => {}
+        Some(Message::Failed(msg)) => return Err(Error::invalid(msg)),
+        _ => return Err(Error::invalid("the container init exited during set-up")),
+    }
+
+    let pid_start_time = state::process_start_time(pid)
+        .ok_or_else(|| Error::invalid("the container init exited during set-up"))?;
+    let state = State {
+        oci_version: bundle.spec.version().clone(),
+        id: opts.id.to_string(),
+        pid,
+        pid_start_time,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: state::now_rfc3339(),
+        owner: String::new(),
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        cgroup_path,
+        own_pid_namespace: bundle.creates_namespace(LinuxNamespaceType::Pid),
+    };
+    let dir = undo.dir.take().ok_or_else(|| Error::invalid("state dir lost"))?;
+    if let Err(e) = dir.save(&state).and_then(|_| write_pid_file(opts.pid_file, pid)) {
+        undo.dir = Some(dir);
+        return Err(e);
+    }
+    undo.child = None;
+    undo.cgroup = None;
+    Ok(Created { dir, state })
+}
+
+/// LISTEN_FDS from systemd socket activation is passed on to the container, as runc does.
+fn listen_fds() -> u32 {
+    std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn resources_with_default_devices(bundle: &Bundle) -> LinuxResources {
+    let linux = bundle.spec.linux().as_ref();
+    let mut resources = linux.and_then(|l| l.resources().clone()).unwrap_or_default();
+    let extra: Vec<_> = linux
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+        .map(|d| (d.typ(), d.major(), d.minor()))
+        .collect();
+    let rules = cgroups::device_rules(resources.devices().as_deref().unwrap_or_default(), &extra);
+    resources.set_devices(Some(rules));
+    resources
+}
+
+/// The pid file is written atomically: engines poll for it and must never read half a number.
+pub fn write_pid_file(path: Option<&Path>, pid: i32) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let path = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
+    let tmp = PathBuf::from(format!("{}.tmp{}", path.display(), std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .ctx(|| format!("--pid-file {}", tmp.display()))?;
+    f.write_all(pid.to_string().as_bytes()).ctx(|| format!("--pid-file {}", tmp.display()))?;
+    fs::rename(&tmp, &path).ctx(|| format!("--pid-file {}", path.display()))
+}

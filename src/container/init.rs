@@ -1,0 +1,177 @@
+//! The child side: the container's init, a clone of the runtime (never a re-exec of its binary).
+//! It sets everything up, reports Ready, blocks on the exec fifo until `start`, then execs the
+//! container's process. Until that execve it is non-dumpable, so no process in the container can
+//! open /proc/<pid>/exe and reach the runtime binary (CVE-2019-5736).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::prctl;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::{fchdir, setresgid, setresuid, Gid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, Process};
+
+use super::sync::{Channel, Message};
+use crate::error::{Context, Error, Result};
+use crate::linux::capabilities::CapabilitySets;
+use crate::linux::mounts::{open_or_create_in_root, Kind};
+use crate::linux::{process, rootfs};
+use crate::spec::Bundle;
+
+pub struct InitOptions<'a> {
+    pub fifo: &'a Path,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+    pub extra_env: Vec<String>,
+}
+
+/// What is left to do after `start`: only the exec.
+struct Prepared {
+    fifo: File,
+    exe: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    preserve_fds: u32,
+    no_new_privileges: bool,
+}
+
+/// Runs the init; never returns.
+pub fn run(mut channel: Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> ! {
+    let prepared = match setup(&mut channel, bundle, opts) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = channel.send(&Message::Failed(e.to_string()));
+            sys::exit_now(1);
+        }
+    };
+    if channel.send(&Message::Ready).is_err() {
+        sys::exit_now(1);
+    }
+    drop(channel);
+    let err = exec(prepared);
+    eprintln!("proxmox-lxcri: {err}");
+    sys::exit_now(127)
+}
+
+fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Result<Prepared> {
+    prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
+    // Until Ready, the init must not outlive a `create` that died.
+    prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
+    sys::reset_signal_dispositions();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .ctx(|| "sigprocmask")?;
+
+    match channel.recv()? {
+        Some(Message::Go) => {}
+        _ => return Err(Error::invalid("the runtime went away during set-up")),
+    }
+    // Opened now, while the state dir is reachable; read-write so that opening never blocks and
+    // `start` finds a reader exactly while this init is alive.
+    let fifo = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(opts.fifo)
+        .ctx(|| format!("opening {}", opts.fifo.display()))?;
+
+    let spec = &bundle.spec;
+    let process = spec.process().as_ref().ok_or_else(|| Error::invalid("process: missing"))?;
+    crate::linux::namespaces::join_and_unshare(bundle)?;
+    if bundle.has_namespace(LinuxNamespaceType::User) {
+        // Become root of the new user namespace where 0 is mapped (it is not always).
+        let _ = setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0));
+        let _ = setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0));
+    }
+    if let Some(name) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(name).ctx(|| format!("hostname {name:?}"))?;
+    }
+    if let Some(name) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
+        sys::setdomainname(name).ctx(|| format!("domainname {name:?}"))?;
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        process::set_oom_score_adj(adj)?;
+    }
+    process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
+
+    rootfs::prepare(bundle, opts.no_pivot)?;
+    if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        process::apply_sysctls(sysctl.iter())?;
+    }
+    rootfs::finalize(spec)?;
+
+    let exe = process::find_executable(process)?;
+    enter_cwd(process)?;
+    let env = process::environment(process, &opts.extra_env)?;
+    let args = process
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::invalid("process.args: contains a NUL byte")))
+        .collect::<Result<Vec<_>>>()?;
+    nix::sys::stat::umask(Mode::from_bits_truncate(process.user().umask().unwrap_or(0o022)));
+
+    let caps = CapabilitySets::from_spec(process.capabilities().as_ref())?;
+    caps.drop_bounding()?;
+    prctl::set_keepcaps(true).ctx(|| "prctl(PR_SET_KEEPCAPS)")?;
+    let setgroups_allowed = !bundle.has_namespace(LinuxNamespaceType::User)
+        || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow");
+    process::switch_user(process, setgroups_allowed)?;
+    prctl::set_keepcaps(false).ctx(|| "prctl(PR_SET_KEEPCAPS)")?;
+    caps.apply()?;
+    // The user switch may have made us dumpable again: not before the exec.
+    prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
+    prctl::set_pdeathsig(None).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
+
+    Ok(Prepared {
+        fifo,
+        exe: CString::new(exe.as_os_str().as_bytes()).map_err(|_| Error::invalid("process.args[0]: NUL byte"))?,
+        args,
+        env,
+        preserve_fds: opts.preserve_fds,
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+    })
+}
+
+/// Enters `process.cwd`, created if missing (as runc does). Resolved inside the container's root
+/// without magic links, so `/proc/self/fd/N` can never lead to a leaked host directory
+/// (CVE-2024-21626).
+fn enter_cwd(process: &Process) -> Result<()> {
+    let root: OwnedFd = File::open("/").ctx(|| "opening /")?.into();
+    let cwd = process.cwd();
+    let fd = open_or_create_in_root(root.as_fd(), cwd, Kind::Dir).ctx(|| format!("process.cwd {}", cwd.display()))?;
+    // An O_PATH fd cannot be fchdir'd into on every kernel; reopen as a directory.
+    let dir = File::open(PathBuf::from(crate::linux::mounts::fd_path(&fd))).ctx(|| format!("process.cwd {}", cwd.display()))?;
+    fchdir(std::os::fd::AsRawFd::as_raw_fd(&dir)).ctx(|| format!("process.cwd {}", cwd.display()))
+}
+
+/// Waits for `start`, then execs. Returns only on failure.
+fn exec(mut p: Prepared) -> Error {
+    let mut byte = [0u8; 1];
+    match p.fifo.read(&mut byte) {
+        Ok(1) => {}
+        _ => return Error::invalid("the exec fifo closed before start"),
+    }
+    drop(p.fifo);
+    if p.no_new_privileges {
+        if let Err(e) = prctl::set_no_new_privs() {
+            return Error::from(e).context("process.noNewPrivileges");
+        }
+    }
+    // Preserved fds reach the process whatever flags the caller left on them, as in runc.
+    for fd in 3..3 + p.preserve_fds as i32 {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()));
+    }
+    if let Err(e) = sys::close_range_cloexec(3 + p.preserve_fds) {
+        return Error::os("close_range", e);
+    }
+    match nix::unistd::execve(&p.exe, &p.args, &p.env) {
+        Err(e) => Error::from(e).context(format!("exec {:?}", p.exe)),
+        Ok(never) => match never {},
+    }
+}

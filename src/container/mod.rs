@@ -1,0 +1,6 @@
+//! The container lifecycle: `create` (the parent side), the init (the child side) and the messages
+//! between them.
+
+pub mod create;
+pub mod init;
+pub mod sync;

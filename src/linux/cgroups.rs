@@ -1,0 +1,145 @@
+//! The container's cgroup, behind one small interface over libcgroups (v2, v1, and hybrid hosts,
+//! which libcgroups treats as v1).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{
+    create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt,
+};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+
+use crate::error::{Error, Result};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+pub struct Cgroup {
+    pub path: PathBuf,
+    manager: AnyCgroupManager,
+}
+
+/// The absolute cgroup path for a container: `linux.cgroupsPath` as given when absolute, else
+/// relative to the runtime's own cgroup (as runc does), defaulting to the container id.
+pub fn resolve_path(spec_path: Option<&Path>, id: &str) -> PathBuf {
+    let rel = spec_path.unwrap_or(Path::new(id));
+    if rel.is_absolute() {
+        return rel.to_path_buf();
+    }
+    own_cgroup().join(rel)
+}
+
+fn own_cgroup() -> PathBuf {
+    let data = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    // Prefer the pids hierarchy on v1 (the one kill --all reads), else the unified one.
+    let find = |pred: &dyn Fn(&str) -> bool| {
+        data.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            pred(ctrls).then(|| PathBuf::from(path))
+        })
+    };
+    if is_unified() {
+        find(&|c| c.is_empty())
+    } else {
+        find(&|c| c.split(',').any(|x| x == "pids"))
+    }
+    .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// True on a pure cgroup v2 host.
+pub fn is_unified() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+fn manager(path: &Path, id: &str) -> Result<AnyCgroupManager> {
+    create_cgroup_manager(CgroupConfig {
+        cgroup_path: path.to_path_buf(),
+        systemd_cgroup: false,
+        container_name: id.to_string(),
+    })
+    .map_err(|e| Error::invalid(format!("cgroup {}: {e}", path.display())))
+}
+
+impl Cgroup {
+    pub fn new(path: PathBuf, id: &str) -> Result<Self> {
+        let manager = manager(&path, id)?;
+        Ok(Cgroup { path, manager })
+    }
+
+    /// Moves `pid` into the cgroup (creating it) and applies the resources. On v1 the
+    /// controller directories exist only after `add_task`, so the order matters.
+    pub fn enter_and_apply(&self, pid: i32, resources: &LinuxResources) -> Result<()> {
+        let ctx = |e: &dyn std::fmt::Display| {
+            Error::invalid(format!("cgroup {}: {e}", self.path.display()))
+        };
+        self.manager
+            .add_task(Pid::from_raw(pid))
+            .map_err(|e| ctx(&e))?;
+        let opts = ControllerOpt {
+            resources,
+            disable_oom_killer: resources
+                .memory()
+                .as_ref()
+                .and_then(|m| m.disable_oom_killer())
+                .unwrap_or(false),
+            oom_score_adj: None,
+            freezer_state: None,
+        };
+        self.manager.apply(&opts).map_err(|e| ctx(&e))
+    }
+
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        self.manager
+            .get_all_pids()
+            .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
+            .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))
+    }
+
+    /// Removes the cgroup, killing anything still in it (libcgroups retries while busy).
+    pub fn destroy(self) -> Result<()> {
+        self.manager
+            .remove()
+            .map_err(|e| Error::invalid(format!("removing cgroup {}: {e}", self.path.display())))
+    }
+}
+
+/// The device rules the container's cgroup gets: the spec's own, then the default devices and
+/// `linux.devices` allowed, as runc does, so that a deny-all spec still has a working /dev.
+pub fn device_rules(spec_rules: &[LinuxDeviceCgroup], extra: &[(LinuxDeviceType, i64, i64)]) -> Vec<LinuxDeviceCgroup> {
+    let rule = |typ, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut r = LinuxDeviceCgroup::default();
+        r.set_allow(true)
+            .set_typ(Some(typ))
+            .set_major(major)
+            .set_minor(minor)
+            .set_access(Some(access.to_string()));
+        r
+    };
+    let mut rules = spec_rules.to_vec();
+    // mknod of any device is allowed; opening is what the rules guard.
+    rules.push(rule(LinuxDeviceType::C, None, None, "m"));
+    rules.push(rule(LinuxDeviceType::B, None, None, "m"));
+    for (major, minor) in crate::linux::devices::DEFAULT_DEVICE_NUMBERS {
+        rules.push(rule(LinuxDeviceType::C, Some(major), Some(minor), "rwm"));
+    }
+    rules.push(rule(LinuxDeviceType::C, Some(5), Some(1), "rwm")); // /dev/console
+    rules.push(rule(LinuxDeviceType::C, Some(5), Some(2), "rwm")); // /dev/ptmx
+    rules.push(rule(LinuxDeviceType::C, Some(136), None, "rwm")); // /dev/pts/*
+    for (typ, major, minor) in extra {
+        rules.push(rule(*typ, Some(*major), Some(*minor), "rwm"));
+    }
+    rules
+}
+
+/// Whether the container's freezer says FROZEN (v1) or cgroup.freeze is 1 (v2).
+pub fn is_frozen(path: &Path) -> bool {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if is_unified() {
+        let f = Path::new(CGROUP_ROOT).join(rel).join("cgroup.freeze");
+        fs::read_to_string(f).is_ok_and(|s| s.trim() == "1")
+    } else {
+        let f = Path::new(CGROUP_ROOT).join("freezer").join(rel).join("freezer.state");
+        fs::read_to_string(f).is_ok_and(|s| s.trim() == "FROZEN")
+    }
+}

@@ -1,0 +1,10 @@
+//! One kernel concern per module; the container code composes them.
+
+pub mod capabilities;
+pub mod cgroups;
+pub mod devices;
+pub mod mounts;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod signals;

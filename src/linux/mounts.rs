@@ -1,0 +1,386 @@
+//! `mounts` entries and path resolution inside the rootfs. Every target is resolved with openat2
+//! RESOLVE_IN_ROOT (a symlink can never lead out of the rootfs, CVE-2019-19921/CVE-2021-30465) and
+//! mounted through `/proc/self/fd/N` of the resolved fd, so no path is looked up twice.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::statvfs::{fstatvfs, FsFlags};
+use oci_spec::runtime::Mount;
+
+use crate::error::{Context, Error, Result};
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// Resolves `path` inside `root` (absolute symlinks are taken relative to `root`).
+pub fn open_in_root(root: BorrowedFd<'_>, path: &Path) -> std::io::Result<OwnedFd> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    sys::openat2(root, rel, libc::O_PATH, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// Resolves `path` inside `root`, creating missing components (directories, and a file for the
+/// last one when `kind` is File) without ever leaving `root`.
+pub fn open_or_create_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> Result<OwnedFd> {
+    match open_in_root(root, path) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(Error::os(path.display().to_string(), e)),
+    }
+    let mut parent = open_in_root(root, Path::new("/")).ctx(|| "rootfs")?;
+    let mut sofar = PathBuf::from("/");
+    let comps: Vec<_> = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    for (i, comp) in comps.iter().enumerate() {
+        sofar.push(comp);
+        match open_in_root(root, &sofar) {
+            Ok(fd) => {
+                parent = fd;
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(Error::os(sofar.display().to_string(), e)),
+        }
+        let last = i + 1 == comps.len();
+        // `parent` is an O_PATH fd: create through its /proc/self/fd path.
+        let parent_path = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd()));
+        let target = parent_path.join(comp);
+        let res = if last && kind == Kind::File {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .mode(0o644)
+                .open(&target)
+                .map(drop)
+        } else {
+            fs::DirBuilder::new().mode(0o755).create(&target)
+        };
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::os(format!("creating {}", sofar.display()), e)),
+        }
+        parent = open_in_root(root, &sofar).ctx(|| sofar.display().to_string())?;
+    }
+    Ok(parent)
+}
+
+/// `/proc/self/fd/N`: how an fd is handed to mount(2) as a path without a second lookup.
+pub fn fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+pub fn propagation_flags(name: &str) -> Option<MsFlags> {
+    Some(match name {
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// What the `options` of one mount entry mean.
+#[derive(Debug)]
+pub struct MountOptions {
+    pub flags: MsFlags,
+    pub cleared: MsFlags,
+    pub propagation: Vec<MsFlags>,
+    pub recursive: sys::MountAttr,
+    pub data: Vec<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            flags: MsFlags::empty(),
+            cleared: MsFlags::empty(),
+            propagation: Vec::new(),
+            recursive: sys::MountAttr::default(),
+            data: Vec::new(),
+        }
+    }
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR__ATIME: u64 = 0x70;
+const MOUNT_ATTR_RELATIME: u64 = 0x0;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x200000;
+const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
+
+pub fn parse_options(options: &[String]) -> MountOptions {
+    let mut o = MountOptions::default();
+    for opt in options {
+        let (set, clear): (MsFlags, MsFlags) = match opt.as_str() {
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
+            "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
+            "iversion" => (MsFlags::MS_I_VERSION, MsFlags::empty()),
+            "noiversion" => (MsFlags::empty(), MsFlags::MS_I_VERSION),
+            "silent" => (MsFlags::MS_SILENT, MsFlags::empty()),
+            "loud" => (MsFlags::empty(), MsFlags::MS_SILENT),
+            "nosymfollow" => (MS_NOSYMFOLLOW, MsFlags::empty()),
+            "symfollow" => (MsFlags::empty(), MS_NOSYMFOLLOW),
+            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
+            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
+            other => {
+                if let Some(p) = propagation_flags(other) {
+                    o.propagation.push(p);
+                } else if let Some((set, clear)) = recursive_attr(other) {
+                    o.recursive.set |= set;
+                    o.recursive.clear |= clear;
+                } else {
+                    o.data.push(other.to_string());
+                }
+                continue;
+            }
+        };
+        o.flags |= set;
+        o.flags &= !clear;
+        o.cleared |= clear;
+    }
+    o
+}
+
+/// The `r*` options (rro, rnosuid, ...) that only mount_setattr(AT_RECURSIVE) can apply.
+fn recursive_attr(opt: &str) -> Option<(u64, u64)> {
+    Some(match opt {
+        "rro" => (MOUNT_ATTR_RDONLY, 0),
+        "rrw" => (0, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (MOUNT_ATTR_NOSUID, 0),
+        "rsuid" => (0, MOUNT_ATTR_NOSUID),
+        "rnodev" => (MOUNT_ATTR_NODEV, 0),
+        "rdev" => (0, MOUNT_ATTR_NODEV),
+        "rnoexec" => (MOUNT_ATTR_NOEXEC, 0),
+        "rexec" => (0, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+        "rdiratime" => (0, MOUNT_ATTR_NODIRATIME),
+        "rrelatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+        "rnoatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+        "rstrictatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+        "rnosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "rsymfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
+}
+
+/// Flags the kernel locks on a mount seen from a user namespace: a bind remount must repeat them.
+pub fn locked_flags(fd: BorrowedFd<'_>) -> MsFlags {
+    let Ok(st) = fstatvfs(&fd) else {
+        return MsFlags::empty();
+    };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (vfs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(vfs) {
+            out |= ms;
+        }
+    }
+    out
+}
+
+/// Remounts the bind mount at `fd` with `flags` (plus what the kernel has locked on it).
+pub fn bind_remount(fd: BorrowedFd<'_>, flags: MsFlags) -> Result<()> {
+    let flags = flags | locked_flags(fd) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, flags, None::<&str>)
+        .ctx(|| "bind remount")
+}
+
+/// Everything the mount step needs to know about the container beyond the entry itself.
+pub struct MountContext<'a> {
+    pub root: BorrowedFd<'a>,
+    pub in_user_ns: bool,
+}
+
+/// Mounts entry `i` of `mounts` into the rootfs.
+pub fn mount_entry(ctx: &MountContext<'_>, i: usize, m: &Mount) -> Result<()> {
+    let field = || format!("mounts[{i}] ({})", m.destination().display());
+    mount_one(ctx, m).ctx(field)
+}
+
+fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
+    let opts = parse_options(m.options().as_deref().unwrap_or_default());
+    let typ = m.typ().as_deref().unwrap_or("");
+    let is_bind = opts.flags.contains(MsFlags::MS_BIND) || typ == "bind";
+    if typ == "cgroup" || typ == "cgroup2" {
+        return mount_cgroup(ctx, m, &opts);
+    }
+    let source = m.source().as_deref();
+    let kind = match source {
+        Some(src) if is_bind && !src.is_dir() => Kind::File,
+        _ => Kind::Dir,
+    };
+    if is_bind {
+        let src = source.ok_or_else(|| Error::invalid("bind mount without a source"))?;
+        fs::metadata(src).ctx(|| format!("source {}", src.display()))?;
+    }
+    let dest = open_or_create_in_root(ctx.root, m.destination(), kind)?;
+    let data = opts.data.join(",");
+    let data = (!data.is_empty()).then_some(data.as_str());
+    if is_bind {
+        let rec = opts.flags & MsFlags::MS_REC;
+        mount(source, fd_path(&dest).as_str(), None::<&str>, MsFlags::MS_BIND | rec, None::<&str>)
+            .ctx(|| "bind mount")?;
+        let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
+        if !extra.is_empty() {
+            bind_remount(mounted.as_fd(), extra)?;
+        }
+        set_propagation_and_attrs(&mounted, &opts)
+    } else {
+        let flags = opts.flags & !MsFlags::MS_REMOUNT;
+        let res = mount(source.or(Some(Path::new(typ))), fd_path(&dest).as_str(), Some(typ), flags, data);
+        match res {
+            Ok(()) => {}
+            // sysfs cannot be mounted in a user namespace without its own network namespace:
+            // runc falls back to a recursive bind of the host's /sys, read-only.
+            Err(nix::Error::EPERM) if typ == "sysfs" && ctx.in_user_ns => {
+                mount(Some("/sys"), fd_path(&dest).as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                    .ctx(|| "bind of /sys")?;
+            }
+            Err(e) => return Err(Error::from(e).context(format!("mount {typ}"))),
+        }
+        let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
+        set_propagation_and_attrs(&mounted, &opts)
+    }
+}
+
+fn set_propagation_and_attrs(mounted: &OwnedFd, opts: &MountOptions) -> Result<()> {
+    for p in &opts.propagation {
+        mount(None::<&str>, fd_path(mounted).as_str(), None::<&str>, *p, None::<&str>)
+            .ctx(|| "setting propagation")?;
+    }
+    if opts.recursive != sys::MountAttr::default() {
+        sys::mount_setattr(mounted.as_fd(), Path::new(""), true, opts.recursive)
+            .ctx(|| "mount_setattr of recursive options")?;
+    }
+    Ok(())
+}
+
+/// The cgroup filesystem: on v2 a cgroup2 mount (in a cgroup namespace it shows the container's
+/// cgroup as its root); on v1 and hybrid hosts a tmpfs holding a bind of each hierarchy's
+/// container cgroup, as runc does.
+fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Result<()> {
+    let dest = open_or_create_in_root(ctx.root, m.destination(), Kind::Dir)?;
+    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    if super::cgroups::is_unified() {
+        let res = mount(Some("cgroup2"), fd_path(&dest).as_str(), Some("cgroup2"), flags, None::<&str>);
+        if res.is_ok() {
+            return Ok(());
+        }
+        // Without a cgroup namespace (or when refused), bind the container's own cgroup.
+        let own = own_cgroup_paths().into_iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p);
+        let src = Path::new("/sys/fs/cgroup").join(own.unwrap_or_default().strip_prefix("/").unwrap_or(Path::new("")));
+        mount(Some(&src), fd_path(&dest).as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .ctx(|| format!("bind of {}", src.display()))?;
+        let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
+        return bind_remount(mounted.as_fd(), flags);
+    }
+    mount(Some("tmpfs"), fd_path(&dest).as_str(), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
+        .ctx(|| "tmpfs for cgroup hierarchies")?;
+    let own = own_cgroup_paths();
+    for (mountpoint, root_in_mount) in cgroup_mounts()? {
+        let Some(name) = mountpoint.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        // Which line of /proc/self/cgroup belongs to this hierarchy: match by controller list.
+        let ctrls = if name == "unified" { String::new() } else if name == "systemd" { "name=systemd".into() } else { name.clone() };
+        let Some((_, path)) = own.iter().find(|(c, _)| c.split(',').collect::<Vec<_>>() == ctrls.split(',').collect::<Vec<_>>() || *c == ctrls) else {
+            continue;
+        };
+        let rel = path.strip_prefix(&root_in_mount).unwrap_or(path);
+        let src = mountpoint.join(rel.strip_prefix("/").unwrap_or(rel));
+        let sub = m.destination().join(&name);
+        let target = open_or_create_in_root(ctx.root, &sub, Kind::Dir)?;
+        mount(Some(&src), fd_path(&target).as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .ctx(|| format!("bind of {}", src.display()))?;
+        let mounted = open_in_root(ctx.root, &sub).ctx(|| "reopening")?;
+        bind_remount(mounted.as_fd(), flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+    }
+    if flags.contains(MsFlags::MS_RDONLY) {
+        let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
+        mount(None::<&str>, fd_path(&mounted).as_str(), None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
+            .ctx(|| "read-only cgroup tmpfs")?;
+    }
+    Ok(())
+}
+
+/// (controllers, path) pairs of /proc/self/cgroup.
+fn own_cgroup_paths() -> Vec<(String, PathBuf)> {
+    fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let _ = p.next()?;
+            Some((p.next()?.to_string(), PathBuf::from(p.next()?)))
+        })
+        .collect()
+}
+
+/// (mount point, root within the hierarchy) of every cgroup mount of the host.
+fn cgroup_mounts() -> Result<Vec<(PathBuf, PathBuf)>> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading /proc/self/mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            if fstype != "cgroup" && fstype != "cgroup2" {
+                return None;
+            }
+            let f: Vec<&str> = pre.split(' ').collect();
+            Some((PathBuf::from(f.get(4)?), PathBuf::from(f.get(3)?)))
+        })
+        .collect())
+}

@@ -1,0 +1,141 @@
+//! Namespaces: which ones clone3 creates, which are joined by path and when, and the id maps.
+
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sched::{setns, unshare, CloneFlags};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
+
+use crate::error::{Context, Error, Result};
+use crate::spec::Bundle;
+
+fn flag(kind: LinuxNamespaceType) -> CloneFlags {
+    CloneFlags::from_bits_retain(kind as i32)
+}
+
+/// Namespaces created by clone3 itself. The cgroup namespace is left out: the child unshares it
+/// once the parent has moved it into its cgroup, so that the container's cgroup is its root.
+/// The time namespace is made by the parent before the clone (offsets must be written before a
+/// process enters it).
+pub fn clone_flags(bundle: &Bundle) -> CloneFlags {
+    let mut flags = CloneFlags::empty();
+    let joins_user = bundle.joined_namespaces.iter().any(|(k, _)| *k == LinuxNamespaceType::User);
+    for kind in [
+        LinuxNamespaceType::User,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+    ] {
+        // Namespaces made while joining a foreign user namespace must be owned by it: the child
+        // unshares those after its setns.
+        if bundle.creates_namespace(kind) && !(joins_user && kind != LinuxNamespaceType::Pid) {
+            flags |= flag(kind);
+        }
+    }
+    flags
+}
+
+/// Namespaces the child unshares after joining a user namespace by path (see clone_flags).
+pub fn late_unshare_flags(bundle: &Bundle) -> CloneFlags {
+    let mut flags = CloneFlags::empty();
+    if bundle.creates_namespace(LinuxNamespaceType::Cgroup) {
+        flags |= CloneFlags::CLONE_NEWCGROUP;
+    }
+    if bundle.joined_namespaces.iter().any(|(k, _)| *k == LinuxNamespaceType::User) {
+        for kind in [LinuxNamespaceType::Mount, LinuxNamespaceType::Network, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts] {
+            if bundle.creates_namespace(kind) {
+                flags |= flag(kind);
+            }
+        }
+    }
+    flags
+}
+
+/// pid and time namespaces apply to children only, so the parent enters them (joined by path, or a
+/// new time namespace with its offsets) just for the clone, and leaves again afterwards.
+pub struct ForChildren {
+    restore: Vec<(CloneFlags, OwnedFd)>,
+}
+
+impl ForChildren {
+    pub fn enter(bundle: &Bundle) -> Result<Self> {
+        let mut restore = Vec::new();
+        for (kind, fd) in &bundle.joined_namespaces {
+            let (proc_name, f) = match kind {
+                LinuxNamespaceType::Pid => ("pid_for_children", CloneFlags::CLONE_NEWPID),
+                LinuxNamespaceType::Time => ("time_for_children", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
+                _ => continue,
+            };
+            let own = fs::File::open(format!("/proc/self/ns/{proc_name}")).ctx(|| format!("/proc/self/ns/{proc_name}"))?;
+            restore.push((f, OwnedFd::from(own)));
+            setns(fd.as_fd(), f).ctx(|| format!("joining {kind} namespace"))?;
+        }
+        if bundle.creates_namespace(LinuxNamespaceType::Time) {
+            let own = fs::File::open("/proc/self/ns/time_for_children").ctx(|| "/proc/self/ns/time_for_children")?;
+            let f = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+            restore.push((f, OwnedFd::from(own)));
+            unshare(f).ctx(|| "creating time namespace")?;
+            write_time_offsets(bundle)?;
+        }
+        Ok(ForChildren { restore })
+    }
+
+    pub fn leave(self) -> Result<()> {
+        for (f, fd) in self.restore {
+            setns(fd.as_fd(), f).ctx(|| "restoring the runtime's namespace")?;
+        }
+        Ok(())
+    }
+}
+
+fn write_time_offsets(bundle: &Bundle) -> Result<()> {
+    let Some(offsets) = bundle.spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) else {
+        return Ok(());
+    };
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        let name = match clock.as_str() {
+            "monotonic" | "boottime" => clock.as_str(),
+            other => return Err(Error::invalid(format!("linux.timeOffsets: unknown clock {other:?}"))),
+        };
+        text.push_str(&format!("{name} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+    }
+    fs::write("/proc/self/timens_offsets", text).ctx(|| "linux.timeOffsets: writing timens_offsets")
+}
+
+/// Writes the child's uid and gid maps (the parent does this: it has the privilege to).
+pub fn write_id_maps(pid: i32, uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result<()> {
+    let render = |maps: &[LinuxIdMapping]| {
+        maps.iter()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    if !uid.is_empty() {
+        fs::write(format!("/proc/{pid}/uid_map"), render(uid)).ctx(|| "linux.uidMappings: writing uid_map")?;
+    }
+    if !gid.is_empty() {
+        fs::write(format!("/proc/{pid}/gid_map"), render(gid)).ctx(|| "linux.gidMappings: writing gid_map")?;
+    }
+    Ok(())
+}
+
+/// In the child: joins the namespaces given by path (the user namespace first, so that the
+/// others are joined with its privileges), then unshares what is left to create.
+pub fn join_and_unshare(bundle: &Bundle) -> Result<()> {
+    let order = |k: &LinuxNamespaceType| if *k == LinuxNamespaceType::User { 0 } else { 1 };
+    let mut joins: Vec<_> = bundle.joined_namespaces.iter().collect();
+    joins.sort_by_key(|(k, _)| order(k));
+    for (kind, fd) in joins {
+        if matches!(kind, LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
+            continue; // entered by the parent for the clone
+        }
+        setns(fd.as_fd(), flag(*kind)).ctx(|| format!("joining {kind} namespace"))?;
+    }
+    let late = late_unshare_flags(bundle);
+    if !late.is_empty() {
+        unshare(late).ctx(|| "unsharing namespaces")?;
+    }
+    Ok(())
+}

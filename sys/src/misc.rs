@@ -1,0 +1,42 @@
+//! Small syscalls nix lacks: the namespace type of an nsfs fd and setdomainname.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use crate::{check, Result};
+
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703; // _IO(0xb7, 0x3)
+
+/// The CLONE_NEW* constant of the namespace behind `fd`; an error if `fd` is not a namespace.
+pub fn namespace_type(fd: BorrowedFd<'_>) -> Result<i32> {
+    // SAFETY: NS_GET_NSTYPE takes no argument and only inspects the fd.
+    let ret = check(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) } as libc::c_long)?;
+    Ok(ret as i32)
+}
+
+/// setdomainname(2) in the caller's UTS namespace.
+pub fn setdomainname(name: &str) -> Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, which outlive the call.
+    check(unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } as libc::c_long)?;
+    Ok(())
+}
+
+/// Puts every catchable signal back to SIG_DFL. The Rust runtime ignores SIGPIPE, and an ignored
+/// signal would survive execve into the container's process.
+pub fn reset_signal_dispositions() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no handler code; failures (invalid numbers) are harmless.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// _exit(2): leaves the process without running exit handlers or flushing stdio buffers that the
+/// clone inherited from the runtime (they belong to the parent).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    unsafe { libc::_exit(code) }
+}
