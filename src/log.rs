@@ -10,10 +10,16 @@ pub fn error(cli: &Cli, msg: &str) {
     let Some(path) = &cli.log else { return };
     let time = crate::state::now_rfc3339();
     let line = match cli.log_format {
-        LogFormat::Json => serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string(),
+        LogFormat::Json => {
+            serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
+        }
         LogFormat::Text => format!("time={time:?} level=error msg={msg:?}"),
     };
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = writeln!(f, "{line}");
     }
 }

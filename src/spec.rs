@@ -90,14 +90,19 @@ fn validate(spec: &Spec) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
         return Err(Error::invalid("linux: missing from config.json"));
     };
     let joined = validate_namespaces(spec)?;
-    let new_uts = namespaces(spec).any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_none());
+    let new_uts =
+        namespaces(spec).any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_none());
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !new_uts {
         return Err(Error::invalid(
             "hostname: cannot be set without a new uts namespace in linux.namespaces",
         ));
     }
     let has_userns = namespaces(spec).any(|n| n.typ() == LinuxNamespaceType::User);
-    let maps = linux.uid_mappings().iter().chain(linux.gid_mappings()).count();
+    let maps = linux
+        .uid_mappings()
+        .iter()
+        .chain(linux.gid_mappings())
+        .count();
     if maps > 0 && !has_userns {
         return Err(Error::invalid(
             "linux.uidMappings/gidMappings: given without a user namespace in linux.namespaces",
@@ -116,7 +121,10 @@ fn validate(spec: &Spec) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
             .ok_or_else(|| Error::invalid(format!("linux.rootfsPropagation {p:?} is unknown")))?;
     }
     if let Some(path) = linux.cgroups_path() {
-        if path.components().any(|c| c == std::path::Component::ParentDir) {
+        if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
             return Err(Error::invalid(format!(
                 "linux.cgroupsPath {path:?} must not contain '..'"
             )));

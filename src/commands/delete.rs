@@ -35,7 +35,8 @@ pub fn destroy(dir: ContainerDir, state: &State, status: Status) -> Result<()> {
     let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
     if !state.own_pid_namespace {
         for pid in cgroup.pids().unwrap_or_default() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         }
     }
     cgroup.destroy()?;
@@ -45,7 +46,9 @@ pub fn destroy(dir: ContainerDir, state: &State, status: Status) -> Result<()> {
 /// SIGKILL to the init (in a pid namespace of its own that takes every process with it), then
 /// wait until it is gone: a pidfd becomes readable when its process exits.
 fn kill_and_wait(state: &State) -> Result<()> {
-    let Ok(pidfd) = sys::pidfd_open(state.pid) else { return Ok(()) };
+    let Ok(pidfd) = sys::pidfd_open(state.pid) else {
+        return Ok(());
+    };
     if crate::state::process_start_time(state.pid) != Some(state.pid_start_time) {
         return Ok(());
     }
@@ -56,7 +59,10 @@ fn kill_and_wait(state: &State) -> Result<()> {
         match poll(&mut fds, PollTimeout::from(100u16)) {
             Ok(n) if n > 0 => return Ok(()),
             _ if Instant::now() > deadline => {
-                return Err(Error::invalid(format!("container {:?}: init {} did not die", state.id, state.pid)))
+                return Err(Error::invalid(format!(
+                    "container {:?}: init {} did not die",
+                    state.id, state.pid
+                )))
             }
             _ => {}
         }

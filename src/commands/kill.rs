@@ -12,7 +12,10 @@ pub fn run(cli: &Cli, args: &KillArgs) -> Result<i32> {
     let state = dir.load()?;
     let status = status_of(&dir, &state);
     if status == Status::Stopped {
-        return Err(Error::invalid(format!("cannot kill container {:?}: it is stopped", args.id)));
+        return Err(Error::invalid(format!(
+            "cannot kill container {:?}: it is stopped",
+            args.id
+        )));
     }
     if args.all {
         signal_all(&state, signal)?;
@@ -24,11 +27,16 @@ pub fn run(cli: &Cli, args: &KillArgs) -> Result<i32> {
 
 /// Signals the init through a pidfd, which cannot hit a process that reused its pid.
 pub fn signal_init(state: &State, signal: i32) -> Result<()> {
-    let pidfd = sys::pidfd_open(state.pid).map_err(|e| Error::os(format!("pidfd_open {}", state.pid), e))?;
+    let pidfd = sys::pidfd_open(state.pid)
+        .map_err(|e| Error::os(format!("pidfd_open {}", state.pid), e))?;
     if crate::state::process_start_time(state.pid) != Some(state.pid_start_time) {
-        return Err(Error::invalid(format!("container {:?} is stopped", state.id)));
+        return Err(Error::invalid(format!(
+            "container {:?} is stopped",
+            state.id
+        )));
     }
-    sys::pidfd_send_signal(pidfd.as_fd(), signal).map_err(|e| Error::os(format!("signalling pid {}", state.pid), e))
+    sys::pidfd_send_signal(pidfd.as_fd(), signal)
+        .map_err(|e| Error::os(format!("signalling pid {}", state.pid), e))
 }
 
 /// Signals every process in the container's cgroup.

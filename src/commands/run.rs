@@ -47,7 +47,8 @@ fn wait_forwarding_signals(pid: i32, state: &crate::state::State) -> Result<i32>
     for s in FORWARDED {
         mask.add(s);
     }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None).ctx(|| "sigprocmask")?;
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .ctx(|| "sigprocmask")?;
     let sfd = SignalFd::new(&mask).ctx(|| "signalfd")?;
     loop {
         // Check before blocking: the init may have exited before the mask was set.
@@ -57,7 +58,9 @@ fn wait_forwarding_signals(pid: i32, state: &crate::state::State) -> Result<i32>
             Ok(_) => {}
             Err(e) => return Err(crate::error::Error::from(e).context("waiting for the container")),
         }
-        let Some(info) = sfd.read_signal().ctx(|| "reading signalfd")? else { continue };
+        let Some(info) = sfd.read_signal().ctx(|| "reading signalfd")? else {
+            continue;
+        };
         let signo = info.ssi_signo as i32;
         if signo != libc::SIGCHLD {
             let _ = kill::signal_init(state, signo);

@@ -21,10 +21,14 @@ pub fn run(args: &SpecArgs) -> Result<i32> {
         .create_new(true)
         .open(&path)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::invalid(format!("{} already exists; remove it first", path.display())),
+            std::io::ErrorKind::AlreadyExists => Error::invalid(format!(
+                "{} already exists; remove it first",
+                path.display()
+            )),
             _ => Error::os(format!("writing {}", path.display()), e),
         })?;
-    f.write_all(text.as_bytes()).ctx(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .ctx(|| format!("writing {}", path.display()))?;
     Ok(0)
 }
 

@@ -27,9 +27,13 @@ pub fn start(dir: &ContainerDir, status: Status) -> Result<()> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&fifo)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENXIO) => Error::invalid(format!("cannot start container {:?}: its init is gone", dir.id())),
+            Some(libc::ENXIO) => Error::invalid(format!(
+                "cannot start container {:?}: its init is gone",
+                dir.id()
+            )),
             _ => Error::os(format!("opening {}", fifo.display()), e),
         })?;
-    f.write_all(b"0").ctx(|| format!("writing {}", fifo.display()))?;
+    f.write_all(b"0")
+        .ctx(|| format!("writing {}", fifo.display()))?;
     std::fs::remove_file(&fifo).ctx(|| format!("removing {}", fifo.display()))
 }

@@ -2,8 +2,8 @@
 //! init reports it is set up (or why it is not). Every step has an undo, run on any failure.
 
 use std::fs;
-use std::os::unix::fs::OpenOptionsExt;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{kill, Signal};
@@ -61,7 +61,11 @@ impl Drop for Undo {
 pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     crate::state::validate_id(opts.id)?;
     let bundle = Bundle::load(opts.bundle)?;
-    let process = bundle.spec.process().as_ref().ok_or_else(|| Error::invalid("process: missing"))?;
+    let process = bundle
+        .spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("process: missing"))?;
     if process.terminal().unwrap_or(false) || opts.console_socket.is_some() {
         return Err(Error::invalid(
             "process.terminal: terminals and --console-socket are not supported yet; set \"terminal\": false",
@@ -69,12 +73,21 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     }
 
     let dir = ContainerDir::create(opts.root, opts.id)?;
-    let mut undo = Undo { child: None, cgroup: None, dir: None };
+    let mut undo = Undo {
+        child: None,
+        cgroup: None,
+        dir: None,
+    };
     let fifo = dir.fifo();
     undo.dir = Some(dir);
-    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).ctx(|| format!("mkfifo {}", fifo.display()))?;
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
+        .ctx(|| format!("mkfifo {}", fifo.display()))?;
 
-    let linux = bundle.spec.linux().as_ref().ok_or_else(|| Error::invalid("linux: missing"))?;
+    let linux = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("linux: missing"))?;
     let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id);
     let cgroup = Cgroup::new(cgroup_path.clone(), opts.id)?;
     undo.cgroup = Some(cgroup);
@@ -144,8 +157,14 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         cgroup_path,
         own_pid_namespace: bundle.creates_namespace(LinuxNamespaceType::Pid),
     };
-    let dir = undo.dir.take().ok_or_else(|| Error::invalid("state dir lost"))?;
-    if let Err(e) = dir.save(&state).and_then(|_| write_pid_file(opts.pid_file, pid)) {
+    let dir = undo
+        .dir
+        .take()
+        .ok_or_else(|| Error::invalid("state dir lost"))?;
+    if let Err(e) = dir
+        .save(&state)
+        .and_then(|_| write_pid_file(opts.pid_file, pid))
+    {
         undo.dir = Some(dir);
         return Err(e);
     }
@@ -156,12 +175,17 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
 
 /// LISTEN_FDS from systemd socket activation is passed on to the container, as runc does.
 fn listen_fds() -> u32 {
-    std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn resources_with_default_devices(bundle: &Bundle) -> LinuxResources {
     let linux = bundle.spec.linux().as_ref();
-    let mut resources = linux.and_then(|l| l.resources().clone()).unwrap_or_default();
+    let mut resources = linux
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
     let extra: Vec<_> = linux
         .and_then(|l| l.devices().as_ref())
         .into_iter()
@@ -176,7 +200,11 @@ fn resources_with_default_devices(bundle: &Bundle) -> LinuxResources {
 /// The pid file is written atomically: engines poll for it and must never read half a number.
 pub fn write_pid_file(path: Option<&Path>, pid: i32) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
-    let path = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
     let tmp = PathBuf::from(format!("{}.tmp{}", path.display(), std::process::id()));
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -185,6 +213,7 @@ pub fn write_pid_file(path: Option<&Path>, pid: i32) -> Result<()> {
         .mode(0o644)
         .open(&tmp)
         .ctx(|| format!("--pid-file {}", tmp.display()))?;
-    f.write_all(pid.to_string().as_bytes()).ctx(|| format!("--pid-file {}", tmp.display()))?;
+    f.write_all(pid.to_string().as_bytes())
+        .ctx(|| format!("--pid-file {}", tmp.display()))?;
     fs::rename(&tmp, &path).ctx(|| format!("--pid-file {}", path.display()))
 }

@@ -81,7 +81,10 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
         .ctx(|| format!("opening {}", opts.fifo.display()))?;
 
     let spec = &bundle.spec;
-    let process = spec.process().as_ref().ok_or_else(|| Error::invalid("process: missing"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::invalid("process: missing"))?;
     crate::linux::namespaces::join_and_unshare(bundle)?;
     if bundle.has_namespace(LinuxNamespaceType::User) {
         // Become root of the new user namespace where 0 is mapped (it is not always).
@@ -112,9 +115,14 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
         .args()
         .iter()
         .flatten()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::invalid("process.args: contains a NUL byte")))
+        .map(|a| {
+            CString::new(a.as_bytes())
+                .map_err(|_| Error::invalid("process.args: contains a NUL byte"))
+        })
         .collect::<Result<Vec<_>>>()?;
-    nix::sys::stat::umask(Mode::from_bits_truncate(process.user().umask().unwrap_or(0o022)));
+    nix::sys::stat::umask(Mode::from_bits_truncate(
+        process.user().umask().unwrap_or(0o022),
+    ));
 
     let caps = CapabilitySets::from_spec(process.capabilities().as_ref())?;
     caps.drop_bounding()?;
@@ -130,7 +138,8 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
 
     Ok(Prepared {
         fifo,
-        exe: CString::new(exe.as_os_str().as_bytes()).map_err(|_| Error::invalid("process.args[0]: NUL byte"))?,
+        exe: CString::new(exe.as_os_str().as_bytes())
+            .map_err(|_| Error::invalid("process.args[0]: NUL byte"))?,
         args,
         env,
         preserve_fds: opts.preserve_fds,
@@ -144,9 +153,11 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
 fn enter_cwd(process: &Process) -> Result<()> {
     let root: OwnedFd = File::open("/").ctx(|| "opening /")?.into();
     let cwd = process.cwd();
-    let fd = open_or_create_in_root(root.as_fd(), cwd, Kind::Dir).ctx(|| format!("process.cwd {}", cwd.display()))?;
+    let fd = open_or_create_in_root(root.as_fd(), cwd, Kind::Dir)
+        .ctx(|| format!("process.cwd {}", cwd.display()))?;
     // An O_PATH fd cannot be fchdir'd into on every kernel; reopen as a directory.
-    let dir = File::open(PathBuf::from(crate::linux::mounts::fd_path(&fd))).ctx(|| format!("process.cwd {}", cwd.display()))?;
+    let dir = File::open(PathBuf::from(crate::linux::mounts::fd_path(&fd)))
+        .ctx(|| format!("process.cwd {}", cwd.display()))?;
     fchdir(std::os::fd::AsRawFd::as_raw_fd(&dir)).ctx(|| format!("process.cwd {}", cwd.display()))
 }
 
@@ -165,7 +176,10 @@ fn exec(mut p: Prepared) -> Error {
     }
     // Preserved fds reach the process whatever flags the caller left on them, as in runc.
     for fd in 3..3 + p.preserve_fds as i32 {
-        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()));
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
     }
     if let Err(e) = sys::close_range_cloexec(3 + p.preserve_fds) {
         return Error::os("close_range", e);

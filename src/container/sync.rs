@@ -56,12 +56,18 @@ impl Channel {
             return Err(Error::invalid("oversized message from the init"));
         }
         let mut body = vec![0u8; len];
-        self.0.read_exact(&mut body).ctx(|| "reading from the init")?;
+        self.0
+            .read_exact(&mut body)
+            .ctx(|| "reading from the init")?;
         match head[0] {
             TAG_GO => Ok(Some(Message::Go)),
             TAG_READY => Ok(Some(Message::Ready)),
-            TAG_FAILED => Ok(Some(Message::Failed(String::from_utf8_lossy(&body).into_owned()))),
-            t => Err(Error::invalid(format!("unknown message tag {t} from the init"))),
+            TAG_FAILED => Ok(Some(Message::Failed(
+                String::from_utf8_lossy(&body).into_owned(),
+            ))),
+            t => Err(Error::invalid(format!(
+                "unknown message tag {t} from the init"
+            ))),
         }
     }
 }
@@ -76,7 +82,10 @@ mod tests {
         a.send(&Message::Go).unwrap();
         a.send(&Message::Failed("mounts[1]: boom".into())).unwrap();
         assert_eq!(b.recv().unwrap(), Some(Message::Go));
-        assert_eq!(b.recv().unwrap(), Some(Message::Failed("mounts[1]: boom".into())));
+        assert_eq!(
+            b.recv().unwrap(),
+            Some(Message::Failed("mounts[1]: boom".into()))
+        );
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
     }

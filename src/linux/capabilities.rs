@@ -55,7 +55,11 @@ impl CapabilitySets {
                 Ok(()) => {}
                 // A capability this kernel does not know is not in the bounding set anyway.
                 Err(_) if !caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) => {}
-                Err(e) => return Err(Error::invalid(format!("dropping {cap} from bounding set: {e}"))),
+                Err(e) => {
+                    return Err(Error::invalid(format!(
+                        "dropping {cap} from bounding set: {e}"
+                    )))
+                }
             }
         }
         Ok(())
@@ -66,19 +70,28 @@ impl CapabilitySets {
     pub fn apply(&self) -> Result<()> {
         // Names this kernel does not know cannot be set; runc skips them the same way.
         let supported = caps::runtime::thread_all_supported();
-        let known = |s: &CapsHashSet| -> CapsHashSet { s.intersection(&supported).copied().collect() };
+        let known =
+            |s: &CapsHashSet| -> CapsHashSet { s.intersection(&supported).copied().collect() };
         let set = |which: CapSet, caps: &CapsHashSet, name: &str| {
             caps::set(None, which, caps)
                 .map_err(|e| Error::invalid(format!("setting {name} capabilities: {e}")))
         };
         set(CapSet::Effective, &known(&self.effective), "effective")?;
         set(CapSet::Permitted, &known(&self.permitted), "permitted")?;
-        set(CapSet::Inheritable, &known(&self.inheritable), "inheritable")?;
+        set(
+            CapSet::Inheritable,
+            &known(&self.inheritable),
+            "inheritable",
+        )?;
         caps::clear(None, CapSet::Ambient)
             .map_err(|e| Error::invalid(format!("clearing ambient capabilities: {e}")))?;
         // Ambient needs the capability in permitted and inheritable too; runc skips the rest, and
         // its default spec relies on that (ambient given, inheritable not).
-        for cap in self.ambient.iter().filter(|c| self.permitted.contains(c) && self.inheritable.contains(c)) {
+        for cap in self
+            .ambient
+            .iter()
+            .filter(|c| self.permitted.contains(c) && self.inheritable.contains(c))
+        {
             caps::raise(None, CapSet::Ambient, *cap)
                 .map_err(|e| Error::invalid(format!("raising ambient capability {cap}: {e}")))?;
         }

@@ -106,7 +106,10 @@ impl Cgroup {
 
 /// The device rules the container's cgroup gets: the spec's own, then the default devices and
 /// `linux.devices` allowed, as runc does, so that a deny-all spec still has a working /dev.
-pub fn device_rules(spec_rules: &[LinuxDeviceCgroup], extra: &[(LinuxDeviceType, i64, i64)]) -> Vec<LinuxDeviceCgroup> {
+pub fn device_rules(
+    spec_rules: &[LinuxDeviceCgroup],
+    extra: &[(LinuxDeviceType, i64, i64)],
+) -> Vec<LinuxDeviceCgroup> {
     let rule = |typ, major: Option<i64>, minor: Option<i64>, access: &str| {
         let mut r = LinuxDeviceCgroup::default();
         r.set_allow(true)
@@ -139,7 +142,10 @@ pub fn is_frozen(path: &Path) -> bool {
         let f = Path::new(CGROUP_ROOT).join(rel).join("cgroup.freeze");
         fs::read_to_string(f).is_ok_and(|s| s.trim() == "1")
     } else {
-        let f = Path::new(CGROUP_ROOT).join("freezer").join(rel).join("freezer.state");
+        let f = Path::new(CGROUP_ROOT)
+            .join("freezer")
+            .join(rel)
+            .join("freezer.state");
         fs::read_to_string(f).is_ok_and(|s| s.trim() == "FROZEN")
     }
 }

@@ -14,7 +14,8 @@ use super::mounts::{open_in_root, open_or_create_in_root, Kind};
 use crate::error::{Context, Error, Result};
 
 /// (major, minor) of null, zero, full, random, urandom, tty.
-pub const DEFAULT_DEVICE_NUMBERS: [(i64, i64); 6] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
+pub const DEFAULT_DEVICE_NUMBERS: [(i64, i64); 6] =
+    [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
 const DEFAULT_DEVICE_NAMES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 struct Node<'a> {
@@ -33,8 +34,20 @@ pub fn create_all(root: BorrowedFd<'_>, devices: &[LinuxDevice], in_user_ns: boo
     let result = (|| {
         for (name, (major, minor)) in DEFAULT_DEVICE_NAMES.iter().zip(DEFAULT_DEVICE_NUMBERS) {
             let path = Path::new("/dev").join(name);
-            create(root, &Node { path: &path, typ: LinuxDeviceType::C, major, minor, mode: 0o666, uid: 0, gid: 0 }, in_user_ns)
-                .ctx(|| format!("creating {}", path.display()))?;
+            create(
+                root,
+                &Node {
+                    path: &path,
+                    typ: LinuxDeviceType::C,
+                    major,
+                    minor,
+                    mode: 0o666,
+                    uid: 0,
+                    gid: 0,
+                },
+                in_user_ns,
+            )
+            .ctx(|| format!("creating {}", path.display()))?;
         }
         for (i, d) in devices.iter().enumerate() {
             let node = Node {
@@ -46,7 +59,8 @@ pub fn create_all(root: BorrowedFd<'_>, devices: &[LinuxDevice], in_user_ns: boo
                 uid: d.uid().unwrap_or(0),
                 gid: d.gid().unwrap_or(0),
             };
-            create(root, &node, in_user_ns).ctx(|| format!("linux.devices[{i}] {}", d.path().display()))?;
+            create(root, &node, in_user_ns)
+                .ctx(|| format!("linux.devices[{i}] {}", d.path().display()))?;
         }
         symlinks(root)
     })();
@@ -65,8 +79,14 @@ fn create(root: BorrowedFd<'_>, node: &Node<'_>, in_user_ns: bool) -> Result<()>
         let target = open_or_create_in_root(root, node.path, Kind::File)?;
         let host = Path::new("/dev").join(name);
         let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
-        return mount(Some(&host), target_path.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .ctx(|| format!("bind-mounting {}", host.display()));
+        return mount(
+            Some(&host),
+            target_path.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind-mounting {}", host.display()));
     }
     let kind = match node.typ {
         LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
@@ -77,11 +97,27 @@ fn create(root: BorrowedFd<'_>, node: &Node<'_>, in_user_ns: bool) -> Result<()>
     let perm = Mode::from_bits_truncate(node.mode & 0o7777);
     let dev = makedev(node.major as u64, node.minor as u64);
     // An existing node (e.g. from the image) is replaced so that its numbers are the spec's.
-    let _ = nix::unistd::unlinkat(Some(parent.as_raw_fd()), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let _ = nix::unistd::unlinkat(
+        Some(parent.as_raw_fd()),
+        name,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
     mknodat(Some(parent.as_raw_fd()), name, kind, perm, dev).ctx(|| "mknod")?;
-    fchownat(Some(parent.as_raw_fd()), name, Some(Uid::from_raw(node.uid)), Some(Gid::from_raw(node.gid)), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-        .ctx(|| "chown")?;
-    fchmodat(Some(parent.as_raw_fd()), name, perm, FchmodatFlags::FollowSymlink).ctx(|| "chmod")?;
+    fchownat(
+        Some(parent.as_raw_fd()),
+        name,
+        Some(Uid::from_raw(node.uid)),
+        Some(Gid::from_raw(node.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .ctx(|| "chown")?;
+    fchmodat(
+        Some(parent.as_raw_fd()),
+        name,
+        perm,
+        FchmodatFlags::FollowSymlink,
+    )
+    .ctx(|| "chmod")?;
     Ok(())
 }
 
@@ -99,7 +135,11 @@ fn symlinks(root: BorrowedFd<'_>) -> Result<()> {
     }
     for (target, name) in links {
         if name == "ptmx" {
-            let _ = nix::unistd::unlinkat(Some(dev.as_raw_fd()), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+            let _ = nix::unistd::unlinkat(
+                Some(dev.as_raw_fd()),
+                name,
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
         }
         match symlinkat(target, Some(dev.as_fd().as_raw_fd()), name) {
             Ok(()) | Err(nix::Error::EEXIST) => {}

@@ -3,8 +3,8 @@
 //! mounted through `/proc/self/fd/N` of the resolved fd, so no path is looked up twice.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -19,8 +19,18 @@ const RESOLVE_IN_ROOT: u64 = 0x10;
 /// Resolves `path` inside `root` (absolute symlinks are taken relative to `root`).
 pub fn open_in_root(root: BorrowedFd<'_>, path: &Path) -> std::io::Result<OwnedFd> {
     let rel = path.strip_prefix("/").unwrap_or(path);
-    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
-    sys::openat2(root, rel, libc::O_PATH, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    sys::openat2(
+        root,
+        rel,
+        libc::O_PATH,
+        0,
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -39,7 +49,10 @@ pub fn open_or_create_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> 
     }
     let mut parent = open_in_root(root, Path::new("/")).ctx(|| "rootfs")?;
     let mut sofar = PathBuf::from("/");
-    let comps: Vec<_> = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    let comps: Vec<_> = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
     for (i, comp) in comps.iter().enumerate() {
         sofar.push(comp);
         match open_in_root(root, &sofar) {
@@ -209,7 +222,7 @@ fn recursive_attr(opt: &str) -> Option<(u64, u64)> {
 
 /// Flags the kernel locks on a mount seen from a user namespace: a bind remount must repeat them.
 pub fn locked_flags(fd: BorrowedFd<'_>) -> MsFlags {
-    let Ok(st) = fstatvfs(&fd) else {
+    let Ok(st) = fstatvfs(fd) else {
         return MsFlags::empty();
     };
     let f = st.flags();
@@ -232,8 +245,14 @@ pub fn locked_flags(fd: BorrowedFd<'_>) -> MsFlags {
 /// Remounts the bind mount at `fd` with `flags` (plus what the kernel has locked on it).
 pub fn bind_remount(fd: BorrowedFd<'_>, flags: MsFlags) -> Result<()> {
     let flags = flags | locked_flags(fd) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-    mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, flags, None::<&str>)
-        .ctx(|| "bind remount")
+    mount(
+        None::<&str>,
+        fd_path(&fd).as_str(),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .ctx(|| "bind remount")
 }
 
 /// Everything the mount step needs to know about the container beyond the entry itself.
@@ -269,8 +288,14 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
     let data = (!data.is_empty()).then_some(data.as_str());
     if is_bind {
         let rec = opts.flags & MsFlags::MS_REC;
-        mount(source, fd_path(&dest).as_str(), None::<&str>, MsFlags::MS_BIND | rec, None::<&str>)
-            .ctx(|| "bind mount")?;
+        mount(
+            source,
+            fd_path(&dest).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | rec,
+            None::<&str>,
+        )
+        .ctx(|| "bind mount")?;
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
         if !extra.is_empty() {
@@ -279,14 +304,26 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
         set_propagation_and_attrs(&mounted, &opts)
     } else {
         let flags = opts.flags & !MsFlags::MS_REMOUNT;
-        let res = mount(source.or(Some(Path::new(typ))), fd_path(&dest).as_str(), Some(typ), flags, data);
+        let res = mount(
+            source.or(Some(Path::new(typ))),
+            fd_path(&dest).as_str(),
+            Some(typ),
+            flags,
+            data,
+        );
         match res {
             Ok(()) => {}
             // sysfs cannot be mounted in a user namespace without its own network namespace:
             // runc falls back to a recursive bind of the host's /sys, read-only.
             Err(nix::Error::EPERM) if typ == "sysfs" && ctx.in_user_ns => {
-                mount(Some("/sys"), fd_path(&dest).as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                    .ctx(|| "bind of /sys")?;
+                mount(
+                    Some("/sys"),
+                    fd_path(&dest).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .ctx(|| "bind of /sys")?;
             }
             Err(e) => return Err(Error::from(e).context(format!("mount {typ}"))),
         }
@@ -297,8 +334,14 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
 
 fn set_propagation_and_attrs(mounted: &OwnedFd, opts: &MountOptions) -> Result<()> {
     for p in &opts.propagation {
-        mount(None::<&str>, fd_path(mounted).as_str(), None::<&str>, *p, None::<&str>)
-            .ctx(|| "setting propagation")?;
+        mount(
+            None::<&str>,
+            fd_path(mounted).as_str(),
+            None::<&str>,
+            *p,
+            None::<&str>,
+        )
+        .ctx(|| "setting propagation")?;
     }
     if opts.recursive != sys::MountAttr::default() {
         sys::mount_setattr(mounted.as_fd(), Path::new(""), true, opts.recursive)
@@ -314,43 +357,98 @@ fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Resul
     let dest = open_or_create_in_root(ctx.root, m.destination(), Kind::Dir)?;
     let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     if super::cgroups::is_unified() {
-        let res = mount(Some("cgroup2"), fd_path(&dest).as_str(), Some("cgroup2"), flags, None::<&str>);
+        let res = mount(
+            Some("cgroup2"),
+            fd_path(&dest).as_str(),
+            Some("cgroup2"),
+            flags,
+            None::<&str>,
+        );
         if res.is_ok() {
             return Ok(());
         }
         // Without a cgroup namespace (or when refused), bind the container's own cgroup.
-        let own = own_cgroup_paths().into_iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p);
-        let src = Path::new("/sys/fs/cgroup").join(own.unwrap_or_default().strip_prefix("/").unwrap_or(Path::new("")));
-        mount(Some(&src), fd_path(&dest).as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .ctx(|| format!("bind of {}", src.display()))?;
+        let own = own_cgroup_paths()
+            .into_iter()
+            .find(|(c, _)| c.is_empty())
+            .map(|(_, p)| p);
+        let src = Path::new("/sys/fs/cgroup").join(
+            own.unwrap_or_default()
+                .strip_prefix("/")
+                .unwrap_or(Path::new("")),
+        );
+        mount(
+            Some(&src),
+            fd_path(&dest).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind of {}", src.display()))?;
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
         return bind_remount(mounted.as_fd(), flags);
     }
-    mount(Some("tmpfs"), fd_path(&dest).as_str(), Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
-        .ctx(|| "tmpfs for cgroup hierarchies")?;
+    mount(
+        Some("tmpfs"),
+        fd_path(&dest).as_str(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755"),
+    )
+    .ctx(|| "tmpfs for cgroup hierarchies")?;
     let own = own_cgroup_paths();
     for (mountpoint, root_in_mount) in cgroup_mounts()? {
-        let Some(name) = mountpoint.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        let Some(name) = mountpoint
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+        else {
             continue;
         };
         // Which line of /proc/self/cgroup belongs to this hierarchy: match by controller list.
-        let ctrls = if name == "unified" { String::new() } else if name == "systemd" { "name=systemd".into() } else { name.clone() };
-        let Some((_, path)) = own.iter().find(|(c, _)| c.split(',').collect::<Vec<_>>() == ctrls.split(',').collect::<Vec<_>>() || *c == ctrls) else {
+        let ctrls = if name == "unified" {
+            String::new()
+        } else if name == "systemd" {
+            "name=systemd".into()
+        } else {
+            name.clone()
+        };
+        let Some((_, path)) = own.iter().find(|(c, _)| {
+            c.split(',').collect::<Vec<_>>() == ctrls.split(',').collect::<Vec<_>>() || *c == ctrls
+        }) else {
             continue;
         };
         let rel = path.strip_prefix(&root_in_mount).unwrap_or(path);
         let src = mountpoint.join(rel.strip_prefix("/").unwrap_or(rel));
         let sub = m.destination().join(&name);
         let target = open_or_create_in_root(ctx.root, &sub, Kind::Dir)?;
-        mount(Some(&src), fd_path(&target).as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .ctx(|| format!("bind of {}", src.display()))?;
+        mount(
+            Some(&src),
+            fd_path(&target).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind of {}", src.display()))?;
         let mounted = open_in_root(ctx.root, &sub).ctx(|| "reopening")?;
-        bind_remount(mounted.as_fd(), flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+        bind_remount(
+            mounted.as_fd(),
+            flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
     }
     if flags.contains(MsFlags::MS_RDONLY) {
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
-        mount(None::<&str>, fd_path(&mounted).as_str(), None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
-            .ctx(|| "read-only cgroup tmpfs")?;
+        mount(
+            None::<&str>,
+            fd_path(&mounted).as_str(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )
+        .ctx(|| "read-only cgroup tmpfs")?;
     }
     Ok(())
 }

@@ -19,7 +19,10 @@ fn flag(kind: LinuxNamespaceType) -> CloneFlags {
 /// process enters it).
 pub fn clone_flags(bundle: &Bundle) -> CloneFlags {
     let mut flags = CloneFlags::empty();
-    let joins_user = bundle.joined_namespaces.iter().any(|(k, _)| *k == LinuxNamespaceType::User);
+    let joins_user = bundle
+        .joined_namespaces
+        .iter()
+        .any(|(k, _)| *k == LinuxNamespaceType::User);
     for kind in [
         LinuxNamespaceType::User,
         LinuxNamespaceType::Pid,
@@ -43,8 +46,17 @@ pub fn late_unshare_flags(bundle: &Bundle) -> CloneFlags {
     if bundle.creates_namespace(LinuxNamespaceType::Cgroup) {
         flags |= CloneFlags::CLONE_NEWCGROUP;
     }
-    if bundle.joined_namespaces.iter().any(|(k, _)| *k == LinuxNamespaceType::User) {
-        for kind in [LinuxNamespaceType::Mount, LinuxNamespaceType::Network, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts] {
+    if bundle
+        .joined_namespaces
+        .iter()
+        .any(|(k, _)| *k == LinuxNamespaceType::User)
+    {
+        for kind in [
+            LinuxNamespaceType::Mount,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+        ] {
             if bundle.creates_namespace(kind) {
                 flags |= flag(kind);
             }
@@ -65,15 +77,20 @@ impl ForChildren {
         for (kind, fd) in &bundle.joined_namespaces {
             let (proc_name, f) = match kind {
                 LinuxNamespaceType::Pid => ("pid_for_children", CloneFlags::CLONE_NEWPID),
-                LinuxNamespaceType::Time => ("time_for_children", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
+                LinuxNamespaceType::Time => (
+                    "time_for_children",
+                    CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+                ),
                 _ => continue,
             };
-            let own = fs::File::open(format!("/proc/self/ns/{proc_name}")).ctx(|| format!("/proc/self/ns/{proc_name}"))?;
+            let own = fs::File::open(format!("/proc/self/ns/{proc_name}"))
+                .ctx(|| format!("/proc/self/ns/{proc_name}"))?;
             restore.push((f, OwnedFd::from(own)));
             setns(fd.as_fd(), f).ctx(|| format!("joining {kind} namespace"))?;
         }
         if bundle.creates_namespace(LinuxNamespaceType::Time) {
-            let own = fs::File::open("/proc/self/ns/time_for_children").ctx(|| "/proc/self/ns/time_for_children")?;
+            let own = fs::File::open("/proc/self/ns/time_for_children")
+                .ctx(|| "/proc/self/ns/time_for_children")?;
             let f = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
             restore.push((f, OwnedFd::from(own)));
             unshare(f).ctx(|| "creating time namespace")?;
@@ -91,16 +108,29 @@ impl ForChildren {
 }
 
 fn write_time_offsets(bundle: &Bundle) -> Result<()> {
-    let Some(offsets) = bundle.spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) else {
+    let Some(offsets) = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    else {
         return Ok(());
     };
     let mut text = String::new();
     for (clock, off) in offsets {
         let name = match clock.as_str() {
             "monotonic" | "boottime" => clock.as_str(),
-            other => return Err(Error::invalid(format!("linux.timeOffsets: unknown clock {other:?}"))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "linux.timeOffsets: unknown clock {other:?}"
+                )))
+            }
         };
-        text.push_str(&format!("{name} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+        text.push_str(&format!(
+            "{name} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
     }
     fs::write("/proc/self/timens_offsets", text).ctx(|| "linux.timeOffsets: writing timens_offsets")
 }
@@ -113,10 +143,12 @@ pub fn write_id_maps(pid: i32, uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -
             .collect::<String>()
     };
     if !uid.is_empty() {
-        fs::write(format!("/proc/{pid}/uid_map"), render(uid)).ctx(|| "linux.uidMappings: writing uid_map")?;
+        fs::write(format!("/proc/{pid}/uid_map"), render(uid))
+            .ctx(|| "linux.uidMappings: writing uid_map")?;
     }
     if !gid.is_empty() {
-        fs::write(format!("/proc/{pid}/gid_map"), render(gid)).ctx(|| "linux.gidMappings: writing gid_map")?;
+        fs::write(format!("/proc/{pid}/gid_map"), render(gid))
+            .ctx(|| "linux.gidMappings: writing gid_map")?;
     }
     Ok(())
 }

@@ -36,8 +36,14 @@ fn resource(t: PosixRlimitType) -> Resource {
 
 pub fn set_rlimits(limits: &[PosixRlimit]) -> Result<()> {
     for (i, l) in limits.iter().enumerate() {
-        setrlimit(resource(l.typ()), l.soft(), l.hard())
-            .ctx(|| format!("process.rlimits[{i}] ({:?} {} {})", l.typ(), l.soft(), l.hard()))?;
+        setrlimit(resource(l.typ()), l.soft(), l.hard()).ctx(|| {
+            format!(
+                "process.rlimits[{i}] ({:?} {} {})",
+                l.typ(),
+                l.soft(),
+                l.hard()
+            )
+        })?;
     }
     Ok(())
 }
@@ -91,17 +97,25 @@ fn home_of(uid: u32) -> Option<String> {
 /// in the container's PATH. Checked at create time, so a missing binary fails `create`.
 pub fn find_executable(process: &Process) -> Result<PathBuf> {
     let args = process.args().as_deref().unwrap_or_default();
-    let arg0 = args.first().ok_or_else(|| Error::invalid("process.args must not be empty"))?;
+    let arg0 = args
+        .first()
+        .ok_or_else(|| Error::invalid("process.args must not be empty"))?;
     let is_exec = |p: &Path| {
         fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if arg0.contains('/') {
         let p = PathBuf::from(arg0);
-        let abs = if p.is_absolute() { p } else { process.cwd().join(p) };
+        let abs = if p.is_absolute() {
+            p
+        } else {
+            process.cwd().join(p)
+        };
         return if is_exec(&abs) {
             Ok(abs)
         } else {
-            Err(Error::invalid(format!("process.args[0] {arg0:?}: no such executable in the container")))
+            Err(Error::invalid(format!(
+                "process.args[0] {arg0:?}: no such executable in the container"
+            )))
         };
     }
     let path = process
@@ -113,7 +127,11 @@ pub fn find_executable(process: &Process) -> Result<PathBuf> {
     path.split(':')
         .map(|dir| Path::new(dir).join(arg0))
         .find(|p| is_exec(p))
-        .ok_or_else(|| Error::invalid(format!("process.args[0] {arg0:?}: executable file not found in $PATH")))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "process.args[0] {arg0:?}: executable file not found in $PATH"
+            ))
+        })
 }
 
 /// Writes `linux.sysctl` through /proc/sys of the container's own /proc.

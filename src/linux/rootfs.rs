@@ -26,26 +26,50 @@ pub fn prepare(bundle: &Bundle, no_pivot: bool) -> Result<()> {
     let spec = &bundle.spec;
     // Nothing the container mounts may propagate back to the host.
     let flag = root_propagation(spec).unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    mount(None::<&str>, "/", None::<&str>, flag | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| "making / a slave mount")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        flag | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| "making / a slave mount")?;
     make_parent_mount_private(&bundle.rootfs)?;
-    mount(Some(&bundle.rootfs), &bundle.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| format!("bind of rootfs {}", bundle.rootfs.display()))?;
+    mount(
+        Some(&bundle.rootfs),
+        &bundle.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind of rootfs {}", bundle.rootfs.display()))?;
 
-    let root: OwnedFd = fs::File::open(&bundle.rootfs).ctx(|| "opening rootfs")?.into();
+    let root: OwnedFd = fs::File::open(&bundle.rootfs)
+        .ctx(|| "opening rootfs")?
+        .into();
     let in_user_ns = bundle.has_namespace(LinuxNamespaceType::User);
-    let ctx = MountContext { root: root.as_fd(), in_user_ns };
+    let ctx = MountContext {
+        root: root.as_fd(),
+        in_user_ns,
+    };
     let mut dev_is_bind = false;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         mounts::mount_entry(&ctx, i, m)?;
         if m.destination() == Path::new("/dev") {
             let bind = m.typ().as_deref() == Some("bind")
-                || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind");
             dev_is_bind = bind;
         }
     }
     if !dev_is_bind {
-        let devs = spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default();
+        let devs = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.devices().clone())
+            .unwrap_or_default();
         devices::create_all(root.as_fd(), &devs, in_user_ns)?;
     }
     enter_root(&bundle.rootfs, &root, no_pivot)
@@ -56,16 +80,26 @@ fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
     let info = fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading mountinfo")?;
     let mut best: Option<&str> = None;
     for line in info.lines() {
-        let Some(mp) = line.split(' ').nth(4) else { continue };
+        let Some(mp) = line.split(' ').nth(4) else {
+            continue;
+        };
         if rootfs.starts_with(mp) && best.is_none_or(|b| mp.len() > b.len()) {
             best = Some(mp);
         }
     }
     let mp = best.unwrap_or("/");
-    let shared = info.lines().any(|l| l.split(' ').nth(4) == Some(mp) && l.contains(" shared:"));
+    let shared = info
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(mp) && l.contains(" shared:"));
     if shared {
-        mount(None::<&str>, mp, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-            .ctx(|| format!("making {mp} private"))?;
+        mount(
+            None::<&str>,
+            mp,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .ctx(|| format!("making {mp} private"))?;
     }
     Ok(())
 }
@@ -73,7 +107,14 @@ fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
 fn enter_root(rootfs: &Path, root: &OwnedFd, no_pivot: bool) -> Result<()> {
     if no_pivot {
         chdir(rootfs).ctx(|| "chdir to rootfs")?;
-        mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).ctx(|| "moving rootfs to /")?;
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .ctx(|| "moving rootfs to /")?;
         chroot(".").ctx(|| "chroot")?;
     } else {
         // pivot_root(".", ".") stacks the old root under the new one; detaching "." then drops
@@ -81,8 +122,14 @@ fn enter_root(rootfs: &Path, root: &OwnedFd, no_pivot: bool) -> Result<()> {
         fchdir(std::os::fd::AsRawFd::as_raw_fd(root)).ctx(|| "chdir to rootfs")?;
         pivot_root(".", ".").ctx(|| "pivot_root")?;
         // Make the old root a slave first so that its detach does not propagate to the host.
-        mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-            .ctx(|| "making old root a slave")?;
+        mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| "making old root a slave")?;
         umount2(".", MntFlags::MNT_DETACH).ctx(|| "detaching old root")?;
     }
     chdir("/").ctx(|| "chdir /")
@@ -93,15 +140,31 @@ pub fn finalize(spec: &Spec) -> Result<()> {
     let root: OwnedFd = fs::File::open("/").ctx(|| "opening /")?.into();
     let linux = spec.linux().as_ref();
     if let Some(flag) = root_propagation(spec) {
-        mount(None::<&str>, "/", None::<&str>, flag, None::<&str>).ctx(|| "linux.rootfsPropagation")?;
+        mount(None::<&str>, "/", None::<&str>, flag, None::<&str>)
+            .ctx(|| "linux.rootfsPropagation")?;
     }
-    for (i, p) in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten().enumerate() {
+    for (i, p) in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         readonly_path(&root, p).ctx(|| format!("linux.readonlyPaths[{i}] {p}"))?;
     }
-    for (i, p) in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten().enumerate() {
+    for (i, p) in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         mask_path(&root, p).ctx(|| format!("linux.maskedPaths[{i}] {p}"))?;
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         bind_remount(root.as_fd(), MsFlags::MS_RDONLY).ctx(|| "root.readonly")?;
     }
     Ok(())
@@ -116,19 +179,44 @@ fn open_existing(root: &OwnedFd, path: &str) -> Result<Option<OwnedFd>> {
 }
 
 fn readonly_path(root: &OwnedFd, path: &str) -> Result<()> {
-    let Some(fd) = open_existing(root, path)? else { return Ok(()) };
-    mount(Some(fd_path(&fd).as_str()), fd_path(&fd).as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| "bind")?;
+    let Some(fd) = open_existing(root, path)? else {
+        return Ok(());
+    };
+    mount(
+        Some(fd_path(&fd).as_str()),
+        fd_path(&fd).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| "bind")?;
     let mounted = open_in_root(root.as_fd(), Path::new(path)).ctx(|| "reopening")?;
     bind_remount(mounted.as_fd(), MsFlags::MS_RDONLY | MsFlags::MS_REC)
 }
 
 fn mask_path(root: &OwnedFd, path: &str) -> Result<()> {
-    let Some(fd) = open_existing(root, path)? else { return Ok(()) };
-    let is_dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+    let Some(fd) = open_existing(root, path)? else {
+        return Ok(());
+    };
+    let is_dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
     if is_dir {
-        mount(Some("tmpfs"), fd_path(&fd).as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).ctx(|| "tmpfs")
+        mount(
+            Some("tmpfs"),
+            fd_path(&fd).as_str(),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .ctx(|| "tmpfs")
     } else {
-        mount(Some("/dev/null"), fd_path(&fd).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>).ctx(|| "bind of /dev/null")
+        mount(
+            Some("/dev/null"),
+            fd_path(&fd).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| "bind of /dev/null")
     }
 }

@@ -9,21 +9,47 @@ use crate::error::{Error, Result};
 pub fn parse(text: &str) -> Result<i32> {
     let unknown = || Error::invalid(format!("unknown signal {text:?}"));
     if let Ok(n) = text.parse::<i32>() {
-        return if (1..=libc::SIGRTMAX()).contains(&n) { Ok(n) } else { Err(unknown()) };
+        return if (1..=libc::SIGRTMAX()).contains(&n) {
+            Ok(n)
+        } else {
+            Err(unknown())
+        };
     }
     let upper = text.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
     if let Some(rest) = name.strip_prefix("RTMIN") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('+').and_then(|n| n.parse().ok()).ok_or_else(unknown)? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('+')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(unknown)?
+        };
         let n = libc::SIGRTMIN() + off;
-        return if n <= libc::SIGRTMAX() { Ok(n) } else { Err(unknown()) };
+        return if n <= libc::SIGRTMAX() {
+            Ok(n)
+        } else {
+            Err(unknown())
+        };
     }
     if let Some(rest) = name.strip_prefix("RTMAX") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('-').and_then(|n| n.parse().ok()).ok_or_else(unknown)? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('-')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(unknown)?
+        };
         let n = libc::SIGRTMAX() - off;
-        return if n >= libc::SIGRTMIN() { Ok(n) } else { Err(unknown()) };
+        return if n >= libc::SIGRTMIN() {
+            Ok(n)
+        } else {
+            Err(unknown())
+        };
     }
-    Signal::from_str(&format!("SIG{name}")).map(|s| s as i32).map_err(|_| unknown())
+    Signal::from_str(&format!("SIG{name}"))
+        .map(|s| s as i32)
+        .map_err(|_| unknown())
 }
 
 #[cfg(test)]
