@@ -30,8 +30,9 @@ pub struct Cli {
     /// Manage cgroups through systemd (slice:prefix:name cgroup paths)
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
-    /// Accepted for runc compatibility (rootless mode is detected from the caller's uid)
-    #[arg(long, global = true, value_name = "auto|true|false")]
+    /// Accepted for runc compatibility (rootless mode is detected from the caller's uid); only
+    /// before the subcommand, where runc takes it, since `spec --rootless` is a different flag
+    #[arg(long, value_name = "auto|true|false")]
     pub rootless: Option<String>,
     /// Print the version
     #[arg(short = 'v', long, action = clap::ArgAction::Version)]

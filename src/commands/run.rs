@@ -10,7 +10,7 @@ use super::{delete, kill, start};
 use crate::cli::{Cli, RunArgs};
 use crate::container::create::create;
 use crate::error::{Context, Result};
-use crate::state::Status;
+use crate::state::{ContainerDir, State, Status};
 
 const FORWARDED: [Signal; 8] = [
     Signal::SIGHUP,
@@ -32,16 +32,23 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    let code = wait_forwarding_signals(created.state.pid, &created.state)?;
+    // Other commands (kill, state, a delete --force) must get through while we wait.
+    let state = created.state;
+    drop(created.dir);
+    let code = wait_forwarding_signals(&state)?;
     if !args.keep {
-        delete::destroy(created.dir, &created.state, Status::Stopped)?;
+        // Someone may have deleted it meanwhile; then there is nothing left to do.
+        if let Ok(dir) = ContainerDir::open(&cli.root, &state.id) {
+            delete::destroy(dir, &state, Status::Stopped)?;
+        }
     }
     Ok(code)
 }
 
 /// Waits for the init (our child), passing the signals a user sends to `run` on to it.
 /// Returns its exit code, or 128 + the signal that killed it.
-fn wait_forwarding_signals(pid: i32, state: &crate::state::State) -> Result<i32> {
+fn wait_forwarding_signals(state: &State) -> Result<i32> {
+    let pid = state.pid;
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     for s in FORWARDED {

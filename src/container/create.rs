@@ -190,6 +190,8 @@ fn resources_with_default_devices(bundle: &Bundle) -> LinuxResources {
         .and_then(|l| l.devices().as_ref())
         .into_iter()
         .flatten()
+        // A fifo is no device: the devices cgroup has no rule for it.
+        .filter(|d| d.typ() != oci_spec::runtime::LinuxDeviceType::P)
         .map(|d| (d.typ(), d.major(), d.minor()))
         .collect();
     let rules = cgroups::device_rules(resources.devices().as_deref().unwrap_or_default(), &extra);

@@ -85,6 +85,7 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
         .process()
         .as_ref()
         .ok_or_else(|| Error::invalid("process: missing"))?;
+    let cgroup_binds = crate::linux::mounts::cgroup_binds();
     crate::linux::namespaces::join_and_unshare(bundle)?;
     if bundle.has_namespace(LinuxNamespaceType::User) {
         // Become root of the new user namespace where 0 is mapped (it is not always).
@@ -102,14 +103,15 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
     }
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
 
-    rootfs::prepare(bundle, opts.no_pivot)?;
+    rootfs::prepare(bundle, opts.no_pivot, &cgroup_binds)?;
     if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         process::apply_sysctls(sysctl.iter())?;
     }
+    // The cwd may have to be created: before the root turns read-only.
+    enter_cwd(process)?;
     rootfs::finalize(spec)?;
 
     let exe = process::find_executable(process)?;
-    enter_cwd(process)?;
     let env = process::environment(process, &opts.extra_env)?;
     let args = process
         .args()

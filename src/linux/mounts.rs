@@ -259,6 +259,7 @@ pub fn bind_remount(fd: BorrowedFd<'_>, flags: MsFlags) -> Result<()> {
 pub struct MountContext<'a> {
     pub root: BorrowedFd<'a>,
     pub in_user_ns: bool,
+    pub cgroup_binds: &'a [CgroupBind],
 }
 
 /// Mounts entry `i` of `mounts` into the rootfs.
@@ -351,89 +352,42 @@ fn set_propagation_and_attrs(mounted: &OwnedFd, opts: &MountOptions) -> Result<(
 }
 
 /// The cgroup filesystem: on v2 a cgroup2 mount (in a cgroup namespace it shows the container's
-/// cgroup as its root); on v1 and hybrid hosts a tmpfs holding a bind of each hierarchy's
-/// container cgroup, as runc does.
+/// cgroup as its root), else a bind of the container's cgroup; on v1 and hybrid hosts a tmpfs
+/// holding a bind of each hierarchy's container cgroup, as runc does.
 fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Result<()> {
     let dest = open_or_create_in_root(ctx.root, m.destination(), Kind::Dir)?;
     let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if super::cgroups::is_unified() {
-        let res = mount(
+        let fresh = mount(
             Some("cgroup2"),
             fd_path(&dest).as_str(),
             Some("cgroup2"),
             flags,
             None::<&str>,
         );
-        if res.is_ok() {
+        if fresh.is_ok() {
             return Ok(());
         }
-        // Without a cgroup namespace (or when refused), bind the container's own cgroup.
-        let own = own_cgroup_paths()
-            .into_iter()
-            .find(|(c, _)| c.is_empty())
-            .map(|(_, p)| p);
-        let src = Path::new("/sys/fs/cgroup").join(
-            own.unwrap_or_default()
-                .strip_prefix("/")
-                .unwrap_or(Path::new("")),
-        );
-        mount(
-            Some(&src),
-            fd_path(&dest).as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .ctx(|| format!("bind of {}", src.display()))?;
-        let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
-        return bind_remount(mounted.as_fd(), flags);
+        let src = ctx
+            .cgroup_binds
+            .first()
+            .map(|b| b.source.as_path())
+            .unwrap_or(Path::new("/sys/fs/cgroup"));
+        return bind_at(ctx, &dest, m.destination(), src, flags | hardening);
     }
     mount(
         Some("tmpfs"),
         fd_path(&dest).as_str(),
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        hardening,
         Some("mode=755"),
     )
-    .ctx(|| "tmpfs for cgroup hierarchies")?;
-    let own = own_cgroup_paths();
-    for (mountpoint, root_in_mount) in cgroup_mounts()? {
-        let Some(name) = mountpoint
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-        else {
-            continue;
-        };
-        // Which line of /proc/self/cgroup belongs to this hierarchy: match by controller list.
-        let ctrls = if name == "unified" {
-            String::new()
-        } else if name == "systemd" {
-            "name=systemd".into()
-        } else {
-            name.clone()
-        };
-        let Some((_, path)) = own.iter().find(|(c, _)| {
-            c.split(',').collect::<Vec<_>>() == ctrls.split(',').collect::<Vec<_>>() || *c == ctrls
-        }) else {
-            continue;
-        };
-        let rel = path.strip_prefix(&root_in_mount).unwrap_or(path);
-        let src = mountpoint.join(rel.strip_prefix("/").unwrap_or(rel));
-        let sub = m.destination().join(&name);
+    .ctx(|| "tmpfs for the cgroup hierarchies")?;
+    for bind in ctx.cgroup_binds {
+        let sub = m.destination().join(&bind.name);
         let target = open_or_create_in_root(ctx.root, &sub, Kind::Dir)?;
-        mount(
-            Some(&src),
-            fd_path(&target).as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .ctx(|| format!("bind of {}", src.display()))?;
-        let mounted = open_in_root(ctx.root, &sub).ctx(|| "reopening")?;
-        bind_remount(
-            mounted.as_fd(),
-            flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        )?;
+        bind_at(ctx, &target, &sub, &bind.source, flags | hardening)?;
     }
     if flags.contains(MsFlags::MS_RDONLY) {
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
@@ -441,11 +395,7 @@ fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Resul
             None::<&str>,
             fd_path(&mounted).as_str(),
             None::<&str>,
-            MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | hardening,
             Some("mode=755"),
         )
         .ctx(|| "read-only cgroup tmpfs")?;
@@ -453,32 +403,85 @@ fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Resul
     Ok(())
 }
 
-/// (controllers, path) pairs of /proc/self/cgroup.
-fn own_cgroup_paths() -> Vec<(String, PathBuf)> {
-    fs::read_to_string("/proc/self/cgroup")
+fn bind_at(
+    ctx: &MountContext<'_>,
+    target: &OwnedFd,
+    path: &Path,
+    src: &Path,
+    flags: MsFlags,
+) -> Result<()> {
+    mount(
+        Some(src),
+        fd_path(target).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind of {}", src.display()))?;
+    let mounted = open_in_root(ctx.root, path).ctx(|| "reopening")?;
+    bind_remount(mounted.as_fd(), flags)
+}
+
+/// One cgroup hierarchy as the container should see it: `name` below /sys/fs/cgroup, and the
+/// host directory of the container's cgroup in it.
+pub struct CgroupBind {
+    pub name: String,
+    pub source: PathBuf,
+}
+
+/// Reads the host's view of the init's cgroups; called before the cgroup namespace is entered,
+/// since inside it both /proc/self/cgroup and mountinfo are relative to the new root.
+pub fn cgroup_binds() -> Vec<CgroupBind> {
+    let own: Vec<(String, String)> = fs::read_to_string("/proc/self/cgroup")
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
             let mut p = l.splitn(3, ':');
             let _ = p.next()?;
-            Some((p.next()?.to_string(), PathBuf::from(p.next()?)))
+            Some((p.next()?.to_string(), p.next()?.to_string()))
         })
-        .collect()
-}
-
-/// (mount point, root within the hierarchy) of every cgroup mount of the host.
-fn cgroup_mounts() -> Result<Vec<(PathBuf, PathBuf)>> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading /proc/self/mountinfo")?;
-    Ok(info
-        .lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let fstype = post.split(' ').next()?;
-            if fstype != "cgroup" && fstype != "cgroup2" {
-                return None;
-            }
-            let f: Vec<&str> = pre.split(' ').collect();
-            Some((PathBuf::from(f.get(4)?), PathBuf::from(f.get(3)?)))
-        })
-        .collect())
+        .collect();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut binds = Vec::new();
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut post = post.split(' ');
+        let fstype = post.next().unwrap_or("");
+        let super_opts = post.nth(1).unwrap_or("");
+        let f: Vec<&str> = pre.split(' ').collect();
+        let (Some(root), Some(mountpoint)) = (f.get(3), f.get(4)) else {
+            continue;
+        };
+        // The hierarchy's line in /proc/self/cgroup: "" for cgroup2, else its controllers
+        // (and name=...) as the super options list them.
+        let key: Vec<&str> = match fstype {
+            "cgroup2" => Vec::new(),
+            "cgroup" => super_opts
+                .split(',')
+                .filter(|o| *o != "rw" && *o != "ro" && !o.starts_with("release_agent"))
+                .collect(),
+            _ => continue,
+        };
+        let Some((_, path)) = own.iter().find(|(ctrls, _)| {
+            let mut c: Vec<&str> = ctrls.split(',').filter(|s| !s.is_empty()).collect();
+            let mut k = key.clone();
+            c.sort_unstable();
+            k.sort_unstable();
+            c == k
+        }) else {
+            continue;
+        };
+        let rel = Path::new(path)
+            .strip_prefix(root)
+            .unwrap_or(Path::new(path));
+        let source = Path::new(mountpoint).join(rel.strip_prefix("/").unwrap_or(rel));
+        let name = Path::new(mountpoint)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        binds.push(CgroupBind { name, source });
+    }
+    binds
 }

@@ -2,7 +2,7 @@
 //! pivot_root (or move + chroot), then masked and read-only paths and a read-only root.
 
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -10,7 +10,7 @@ use nix::unistd::{chdir, chroot, fchdir, pivot_root};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::devices;
-use super::mounts::{self, bind_remount, fd_path, open_in_root, MountContext};
+use super::mounts::{self, bind_remount, fd_path, open_in_root, CgroupBind, MountContext};
 use crate::error::{Context, Error, Result};
 use crate::spec::Bundle;
 
@@ -22,18 +22,12 @@ fn root_propagation(spec: &Spec) -> Option<MsFlags> {
 }
 
 /// Everything from the fresh mount namespace up to and including pivot_root.
-pub fn prepare(bundle: &Bundle, no_pivot: bool) -> Result<()> {
+pub fn prepare(bundle: &Bundle, no_pivot: bool, cgroup_binds: &[CgroupBind]) -> Result<()> {
     let spec = &bundle.spec;
     // Nothing the container mounts may propagate back to the host.
     let flag = root_propagation(spec).unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        flag | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(|| "making / a slave mount")?;
+    mount(None::<&str>, "/", None::<&str>, flag, None::<&str>)
+        .ctx(|| "setting the propagation of /")?;
     make_parent_mount_private(&bundle.rootfs)?;
     mount(
         Some(&bundle.rootfs),
@@ -51,6 +45,7 @@ pub fn prepare(bundle: &Bundle, no_pivot: bool) -> Result<()> {
     let ctx = MountContext {
         root: root.as_fd(),
         in_user_ns,
+        cgroup_binds,
     };
     let mut dev_is_bind = false;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
@@ -117,10 +112,13 @@ fn enter_root(rootfs: &Path, root: &OwnedFd, no_pivot: bool) -> Result<()> {
         .ctx(|| "moving rootfs to /")?;
         chroot(".").ctx(|| "chroot")?;
     } else {
-        // pivot_root(".", ".") stacks the old root under the new one; detaching "." then drops
-        // it without needing a directory for it inside the rootfs.
-        fchdir(std::os::fd::AsRawFd::as_raw_fd(root)).ctx(|| "chdir to rootfs")?;
+        // pivot_root(".", ".") stacks the old root on top of the new one; detaching it then
+        // needs no directory for it inside the rootfs. We step into the old root through an fd
+        // taken before: what "." means right after pivot_root is up to the kernel.
+        let old_root: OwnedFd = fs::File::open("/").ctx(|| "opening /")?.into();
+        fchdir(root.as_raw_fd()).ctx(|| "chdir to rootfs")?;
         pivot_root(".", ".").ctx(|| "pivot_root")?;
+        fchdir(old_root.as_raw_fd()).ctx(|| "chdir to the old root")?;
         // Make the old root a slave first so that its detach does not propagate to the host.
         mount(
             None::<&str>,
@@ -198,7 +196,7 @@ fn mask_path(root: &OwnedFd, path: &str) -> Result<()> {
     let Some(fd) = open_existing(root, path)? else {
         return Ok(());
     };
-    let is_dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
+    let is_dir = nix::sys::stat::fstat(fd.as_raw_fd())
         .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
     if is_dir {
         mount(
