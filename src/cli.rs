@@ -105,7 +105,7 @@ pub struct KillArgs {
     pub all: bool,
     pub id: String,
     /// Signal name (KILL, SIGKILL) or number; TERM when absent
-    #[arg(default_value = "TERM")]
+    #[arg(default_value = "TERM", allow_hyphen_values = true)]
     pub signal: String,
 }
 

@@ -9,6 +9,10 @@ use crate::linux::cgroups::Cgroup;
 use crate::state::{status_of, ContainerDir, State, Status};
 
 pub fn run(cli: &Cli, args: &DeleteArgs) -> Result<i32> {
+    crate::state::validate_id(&args.id)?;
+    if args.force && !cli.root.join(&args.id).is_dir() {
+        return Ok(0); // runc: deleting a container that is already gone is no error with --force
+    }
     let dir = ContainerDir::open(&cli.root, &args.id)?;
     let state = match dir.load() {
         Ok(s) => s,

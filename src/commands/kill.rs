@@ -39,13 +39,20 @@ pub fn signal_init(state: &State, signal: i32) -> Result<()> {
         .map_err(|e| Error::os(format!("signalling pid {}", state.pid), e))
 }
 
-/// Signals every process in the container's cgroup.
+/// Signals every process in the container's cgroup, frozen meanwhile (as runc does) so that no
+/// process can fork a child past the signal.
 pub fn signal_all(state: &State, signal: i32) -> Result<()> {
     let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
-    for pid in cgroup.pids()? {
-        if let Ok(fd) = sys::pidfd_open(pid) {
-            let _ = sys::pidfd_send_signal(fd.as_fd(), signal);
+    let frozen = cgroup.freeze(true).is_ok();
+    let result = cgroup.pids().map(|pids| {
+        for pid in pids {
+            if let Ok(fd) = sys::pidfd_open(pid) {
+                let _ = sys::pidfd_send_signal(fd.as_fd(), signal);
+            }
         }
+    });
+    if frozen {
+        cgroup.freeze(false)?;
     }
-    Ok(())
+    result
 }

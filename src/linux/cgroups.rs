@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use libcgroups::common::{
     create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt,
+    FreezerState,
 };
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
@@ -94,6 +95,18 @@ impl Cgroup {
             .get_all_pids()
             .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
             .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))
+    }
+
+    /// Freezes (or thaws) every process in the cgroup; returns once the kernel reports it done.
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        let state = if frozen {
+            FreezerState::Frozen
+        } else {
+            FreezerState::Thawed
+        };
+        self.manager
+            .freeze(state)
+            .map_err(|e| Error::invalid(format!("freezing cgroup {}: {e}", self.path.display())))
     }
 
     /// Removes the cgroup, killing anything still in it (libcgroups retries while busy).
