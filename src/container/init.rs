@@ -3,24 +3,19 @@
 //! container's process. Until that execve it is non-dumpable, so no process in the container can
 //! open /proc/<pid>/exe and reach the runtime binary (CVE-2019-5736).
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::prctl;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::stat::Mode;
-use nix::unistd::{fchdir, setresgid, setresuid, Gid, Uid};
-use oci_spec::runtime::{LinuxNamespaceType, Process};
+use nix::unistd::{setresgid, setresuid, Gid, Uid};
+use oci_spec::runtime::LinuxNamespaceType;
 
+use super::launch::{self, Launch};
 use super::sync::{Channel, Message};
 use crate::error::{Context, Error, Result};
-use crate::linux::capabilities::CapabilitySets;
-use crate::linux::mounts::{open_or_create_in_root, Kind};
 use crate::linux::{process, rootfs};
 use crate::spec::Bundle;
 
@@ -34,11 +29,7 @@ pub struct InitOptions<'a> {
 /// What is left to do after `start`: only the exec.
 struct Prepared {
     fifo: File,
-    exe: CString,
-    args: Vec<CString>,
-    env: Vec<CString>,
-    preserve_fds: u32,
-    no_new_privileges: bool,
+    launch: Launch,
 }
 
 /// Runs the init; never returns.
@@ -108,59 +99,18 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
         process::apply_sysctls(sysctl.iter())?;
     }
     // The cwd may have to be created: before the root turns read-only.
-    enter_cwd(process)?;
+    launch::enter_cwd(process)?;
     rootfs::finalize(spec)?;
 
-    let exe = process::find_executable(process)?;
-    let env = process::environment(process, &opts.extra_env)?;
-    let args = process
-        .args()
-        .iter()
-        .flatten()
-        .map(|a| {
-            CString::new(a.as_bytes())
-                .map_err(|_| Error::invalid("process.args: contains a NUL byte"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    nix::sys::stat::umask(Mode::from_bits_truncate(
-        process.user().umask().unwrap_or(0o022),
-    ));
-
-    let caps = CapabilitySets::from_spec(process.capabilities().as_ref())?;
-    caps.drop_bounding()?;
-    prctl::set_keepcaps(true).ctx(|| "prctl(PR_SET_KEEPCAPS)")?;
-    let setgroups_allowed = !bundle.has_namespace(LinuxNamespaceType::User)
-        || std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "allow");
-    process::switch_user(process, setgroups_allowed)?;
-    prctl::set_keepcaps(false).ctx(|| "prctl(PR_SET_KEEPCAPS)")?;
-    caps.apply()?;
-    // The user switch may have made us dumpable again: not before the exec.
-    prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
+    let launch = Launch::prepare(
+        process,
+        bundle.has_namespace(LinuxNamespaceType::User),
+        &opts.extra_env,
+        opts.preserve_fds,
+    )?;
     prctl::set_pdeathsig(None).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
 
-    Ok(Prepared {
-        fifo,
-        exe: CString::new(exe.as_os_str().as_bytes())
-            .map_err(|_| Error::invalid("process.args[0]: NUL byte"))?,
-        args,
-        env,
-        preserve_fds: opts.preserve_fds,
-        no_new_privileges: process.no_new_privileges().unwrap_or(false),
-    })
-}
-
-/// Enters `process.cwd`, created if missing (as runc does). Resolved inside the container's root
-/// without magic links, so `/proc/self/fd/N` can never lead to a leaked host directory
-/// (CVE-2024-21626).
-fn enter_cwd(process: &Process) -> Result<()> {
-    let root: OwnedFd = File::open("/").ctx(|| "opening /")?.into();
-    let cwd = process.cwd();
-    let fd = open_or_create_in_root(root.as_fd(), cwd, Kind::Dir)
-        .ctx(|| format!("process.cwd {}", cwd.display()))?;
-    // An O_PATH fd cannot be fchdir'd into on every kernel; reopen as a directory.
-    let dir = File::open(PathBuf::from(crate::linux::mounts::fd_path(&fd)))
-        .ctx(|| format!("process.cwd {}", cwd.display()))?;
-    fchdir(std::os::fd::AsRawFd::as_raw_fd(&dir)).ctx(|| format!("process.cwd {}", cwd.display()))
+    Ok(Prepared { fifo, launch })
 }
 
 /// Waits for `start`, then execs. Returns only on failure.
@@ -171,23 +121,5 @@ fn exec(mut p: Prepared) -> Error {
         _ => return Error::invalid("the exec fifo closed before start"),
     }
     drop(p.fifo);
-    if p.no_new_privileges {
-        if let Err(e) = prctl::set_no_new_privs() {
-            return Error::from(e).context("process.noNewPrivileges");
-        }
-    }
-    // Preserved fds reach the process whatever flags the caller left on them, as in runc.
-    for fd in 3..3 + p.preserve_fds as i32 {
-        let _ = nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        );
-    }
-    if let Err(e) = sys::close_range_cloexec(3 + p.preserve_fds) {
-        return Error::os("close_range", e);
-    }
-    match nix::unistd::execve(&p.exe, &p.args, &p.env) {
-        Err(e) => Error::from(e).context(format!("exec {:?}", p.exe)),
-        Ok(never) => match never {},
-    }
+    p.launch.exec()
 }

@@ -3,4 +3,5 @@
 
 pub mod create;
 pub mod init;
+pub mod launch;
 pub mod sync;
