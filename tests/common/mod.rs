@@ -1460,6 +1460,20 @@ impl HostTmpfs {
     }
 }
 
+impl HostTmpfs {
+    /// Like [`HostTmpfs::new`], and made a shared mount (its own peer group).
+    #[track_caller]
+    pub fn shared(path: &Path) -> Self {
+        let m = Self::new(path);
+        host_cmd(
+            "/usr/bin/mount",
+            &["--make-shared", &path.to_string_lossy()],
+        )
+        .assert_ok();
+        m
+    }
+}
+
 impl Drop for HostTmpfs {
     fn drop(&mut self) {
         let _ = host_cmd("/usr/bin/umount", &["-l", &self.path.to_string_lossy()]);
