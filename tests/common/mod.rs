@@ -919,7 +919,7 @@ pub struct Container {
     pub io: PathBuf,
     pub config: Value,
     pub runtime: PathBuf,
-    /// stdout/stderr files given to the last `create`/`run --detach`.
+    /// stdout/stderr files given to the last successful `create`/`run --detach`.
     last_detached: std::cell::RefCell<Option<(PathBuf, PathBuf)>>,
 }
 
@@ -1197,8 +1197,12 @@ impl Container {
         let mut a = self.global_args();
         a.extend(args.iter().map(OsString::from));
         let r = spawn(&self.runtime, &a, &self.io, opts);
-        *self.last_detached.borrow_mut() = Some((r.stdout_path.clone(), r.stderr_path.clone()));
-        r.wait(opts.timeout.unwrap_or(CMD_TIMEOUT))
+        let paths = (r.stdout_path.clone(), r.stderr_path.clone());
+        let out = r.wait(opts.timeout.unwrap_or(CMD_TIMEOUT));
+        if out.ok() {
+            *self.last_detached.borrow_mut() = Some(paths);
+        }
+        out
     }
 
     /// `create --bundle B ID`.
