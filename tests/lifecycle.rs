@@ -415,3 +415,27 @@ fn spec_refuses_to_overwrite_an_existing_config_json() {
     );
     check_our_message(&out, "name config.json", |e| e.contains("config.json"));
 }
+
+#[test]
+fn the_process_runs_in_the_cgroups_path_in_every_hierarchy() {
+    let mut c = Container::new();
+    c.sh("echo started; sleep 100");
+    c.create().assert_ok();
+    c.start().assert_ok();
+    c.wait_container_stdout("started", WAIT);
+    let pid = c.pid();
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let want = format!("/{CGROUP_PARENT}/{}", c.id);
+    for hierarchy in ["pids", "memory", "cpu", "devices", "freezer"] {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|ctrls| ctrls.split(',').any(|x| x == hierarchy))
+            })
+            .unwrap_or_else(|| panic!("no {hierarchy} line in\n{text}"));
+        assert!(line.ends_with(&format!(":{want}")), "{line}");
+        assert!(c.cgroup_procs(hierarchy).contains(&pid), "{hierarchy}");
+    }
+}
