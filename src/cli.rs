@@ -24,6 +24,10 @@ pub struct Cli {
     /// Format of the log file
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The runtime's own config (default: $PROXMOX_LXCRI_CONFIG, else
+    /// /etc/proxmox-lxcri/config.json; a missing file means defaults)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Log debug messages too
     #[arg(long, global = true)]
     pub debug: bool,

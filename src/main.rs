@@ -3,10 +3,12 @@
 
 mod cli;
 mod commands;
+mod config;
 mod container;
 mod error;
 mod linux;
 mod log;
+mod proxmox;
 mod spec;
 mod state;
 

@@ -57,6 +57,9 @@ pub struct State {
     pub cgroup_path: PathBuf,
     /// Whether the container has a pid namespace of its own (then killing the init kills all).
     pub own_pid_namespace: bool,
+    /// Its Proxmox side (vmid, pct config, volume), for a pct-visible container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxmox: Option<crate::proxmox::Record>,
 }
 
 /// runc's `state` output (and each entry of `list --format json`).

@@ -11,6 +11,7 @@ pub fn options<'a>(cli: &'a Cli, args: &'a CreateArgs) -> CreateOptions<'a> {
         console_socket: args.console_socket.as_deref(),
         no_pivot: args.no_pivot,
         preserve_fds: args.preserve_fds,
+        config: cli.config.as_deref(),
     }
 }
 

@@ -44,6 +44,9 @@ pub fn destroy(dir: ContainerDir, state: &State, status: Status) -> Result<()> {
         }
     }
     cgroup.destroy()?;
+    if let Some(record) = &state.proxmox {
+        crate::proxmox::teardown(&state.id, record)?;
+    }
     dir.remove()
 }
 

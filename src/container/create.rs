@@ -17,6 +17,7 @@ use super::sync::{Channel, Message};
 use crate::error::{Context, Error, Result};
 use crate::linux::cgroups::{self, Cgroup};
 use crate::linux::namespaces::{self, ForChildren};
+use crate::proxmox;
 use crate::spec::Bundle;
 use crate::state::{self, ContainerDir, State};
 
@@ -28,6 +29,8 @@ pub struct CreateOptions<'a> {
     pub console_socket: Option<&'a Path>,
     pub no_pivot: bool,
     pub preserve_fds: u32,
+    /// --config: the runtime config file, read only if Proxmox visibility may apply.
+    pub config: Option<&'a Path>,
 }
 
 /// A container in the "created" state; its init is a child of this process.
@@ -40,6 +43,7 @@ pub struct Created {
 struct Undo {
     child: Option<i32>,
     cgroup: Option<Cgroup>,
+    proxmox: Option<proxmox::Setup>,
     dir: Option<ContainerDir>,
 }
 
@@ -52,6 +56,7 @@ impl Drop for Undo {
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.destroy();
         }
+        drop(self.proxmox.take());
         if let Some(dir) = self.dir.take() {
             let _ = dir.remove();
         }
@@ -60,7 +65,7 @@ impl Drop for Undo {
 
 pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     crate::state::validate_id(opts.id)?;
-    let bundle = Bundle::load(opts.bundle)?;
+    let mut bundle = Bundle::load(opts.bundle)?;
     let process = bundle
         .spec
         .process()
@@ -76,12 +81,15 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     let mut undo = Undo {
         child: None,
         cgroup: None,
+        proxmox: None,
         dir: None,
     };
     let fifo = dir.fifo();
     undo.dir = Some(dir);
     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
         .ctx(|| format!("mkfifo {}", fifo.display()))?;
+    // Proxmox visibility (when asked for) swaps the rootfs for a copy on a Proxmox volume.
+    undo.proxmox = proxmox::setup(opts.config, opts.id, &mut bundle)?;
 
     let linux = bundle
         .spec
@@ -156,7 +164,11 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         cgroup_path,
         own_pid_namespace: bundle.creates_namespace(LinuxNamespaceType::Pid),
+        proxmox: undo.proxmox.as_ref().and_then(proxmox::Setup::record),
     };
+    if undo.proxmox.is_some() {
+        proxmox::fail_point("created")?;
+    }
     let dir = undo
         .dir
         .take()
@@ -170,6 +182,9 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     }
     undo.child = None;
     undo.cgroup = None;
+    if let Some(p) = undo.proxmox.take() {
+        p.commit();
+    }
     Ok(Created { dir, state })
 }
 
