@@ -9,6 +9,7 @@ pub fn options<'a>(cli: &'a Cli, args: &'a CreateArgs) -> CreateOptions<'a> {
         bundle: &args.bundle,
         pid_file: args.pid_file.as_deref(),
         console_socket: args.console_socket.as_deref(),
+        attach_terminal: false,
         no_pivot: args.no_pivot,
         preserve_fds: args.preserve_fds,
     }

@@ -3,7 +3,9 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{kill, Signal};
@@ -17,6 +19,7 @@ use super::sync::{Channel, Message};
 use crate::error::{Context, Error, Result};
 use crate::linux::cgroups::{self, Cgroup};
 use crate::linux::namespaces::{self, ForChildren};
+use crate::linux::terminal;
 use crate::spec::Bundle;
 use crate::state::{self, ContainerDir, State};
 
@@ -26,6 +29,8 @@ pub struct CreateOptions<'a> {
     pub bundle: &'a Path,
     pub pid_file: Option<&'a Path>,
     pub console_socket: Option<&'a Path>,
+    /// `run` in the foreground: a terminal, if the spec asks for one, comes back to us.
+    pub attach_terminal: bool,
     pub no_pivot: bool,
     pub preserve_fds: u32,
 }
@@ -34,6 +39,8 @@ pub struct CreateOptions<'a> {
 pub struct Created {
     pub dir: ContainerDir,
     pub state: State,
+    /// The pty master, when the terminal was requested in attach mode.
+    pub terminal: Option<OwnedFd>,
 }
 
 /// Undoes a half-done create in reverse order, unless disarmed.
@@ -66,11 +73,26 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         .process()
         .as_ref()
         .ok_or_else(|| Error::invalid("process: missing"))?;
-    if process.terminal().unwrap_or(false) || opts.console_socket.is_some() {
-        return Err(Error::invalid(
-            "process.terminal: terminals and --console-socket are not supported yet; set \"terminal\": false",
-        ));
-    }
+    let wants_terminal = process.terminal().unwrap_or(false);
+    // (the init's end, our end in attach mode)
+    let (console, console_back) =
+        match (wants_terminal, opts.console_socket) {
+            (false, None) => (None, None),
+            (false, Some(path)) => {
+                return Err(Error::invalid(format!(
+                    "--console-socket {} given but process.terminal is false",
+                    path.display()
+                )))
+            }
+            (true, Some(path)) => (Some(terminal::connect(path)?), None),
+            (true, None) if opts.attach_terminal => {
+                let (a, b) = UnixStream::pair().ctx(|| "socketpair for the terminal")?;
+                (Some(a), Some(b))
+            }
+            (true, None) => return Err(Error::invalid(
+                "process.terminal is true: --console-socket is required to receive the terminal",
+            )),
+        };
 
     let dir = ContainerDir::create(opts.root, opts.id)?;
     let mut undo = Undo {
@@ -98,6 +120,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         fifo: &fifo,
         no_pivot: opts.no_pivot,
         preserve_fds: opts.preserve_fds.max(listen_fds),
+        console,
         extra_env: if listen_fds > 0 {
             vec![format!("LISTEN_FDS={listen_fds}"), "LISTEN_PID=1".into()]
         } else {
@@ -120,6 +143,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     };
     undo.child = Some(pid);
     drop(child_end);
+    drop(init_opts);
     for_children.leave()?;
 
     if bundle.creates_namespace(LinuxNamespaceType::User) {
@@ -142,6 +166,10 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         _ => return Err(Error::invalid("the container init exited during set-up")),
     }
 
+    let terminal = console_back
+        .map(|sock| sys::recv_fd(sock.as_fd()).map(|(fd, _)| fd))
+        .transpose()
+        .ctx(|| "receiving the terminal from the init")?;
     let pid_start_time = state::process_start_time(pid)
         .ok_or_else(|| Error::invalid("the container init exited during set-up"))?;
     let state = State {
@@ -170,7 +198,11 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     }
     undo.child = None;
     undo.cgroup = None;
-    Ok(Created { dir, state })
+    Ok(Created {
+        dir,
+        state,
+        terminal,
+    })
 }
 
 /// LISTEN_FDS from systemd socket activation is passed on to the container, as runc does.

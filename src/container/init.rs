@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use nix::sys::prctl;
@@ -16,7 +17,7 @@ use oci_spec::runtime::LinuxNamespaceType;
 use super::launch::{self, Launch};
 use super::sync::{Channel, Message};
 use crate::error::{Context, Error, Result};
-use crate::linux::{process, rootfs};
+use crate::linux::{process, rootfs, terminal};
 use crate::spec::Bundle;
 
 pub struct InitOptions<'a> {
@@ -24,6 +25,8 @@ pub struct InitOptions<'a> {
     pub no_pivot: bool,
     pub preserve_fds: u32,
     pub extra_env: Vec<String>,
+    /// Where the pty master goes when process.terminal is set.
+    pub console: Option<UnixStream>,
 }
 
 /// What is left to do after `start`: only the exec.
@@ -95,6 +98,13 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
 
     rootfs::prepare(bundle, opts.no_pivot, &cgroup_binds)?;
+    if let Some(console) = &opts.console {
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        terminal::setup(console, size, process.user().uid())?;
+    }
     if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         process::apply_sysctls(sysctl.iter())?;
     }

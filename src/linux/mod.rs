@@ -8,3 +8,4 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod signals;
+pub mod terminal;
