@@ -34,6 +34,7 @@ fn dispatch(cli: &Cli) -> error::Result<i32> {
         Command::Kill(a) => commands::kill::run(cli, a),
         Command::Delete(a) => commands::delete::run(cli, a),
         Command::Run(a) => commands::run::run(cli, a),
+        Command::Exec(a) => commands::exec::run(cli, a),
         Command::List(a) => commands::list::run(cli, a),
         Command::Spec(a) => commands::spec::run(a),
     }

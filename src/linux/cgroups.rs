@@ -90,6 +90,13 @@ impl Cgroup {
         self.manager.apply(&opts).map_err(|e| ctx(&e))
     }
 
+    /// Moves `pid` into the (existing) cgroup without touching its limits: for `exec`.
+    pub fn enter(&self, pid: i32) -> Result<()> {
+        self.manager
+            .add_task(Pid::from_raw(pid))
+            .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))
+    }
+
     pub fn pids(&self) -> Result<Vec<i32>> {
         self.manager
             .get_all_pids()
