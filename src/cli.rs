@@ -62,7 +62,7 @@ pub enum Command {
     /// Create and start a container, wait for it and delete it
     Run(RunArgs),
     /// Run a new process in a running container
-    Exec(ExecArgs),
+    Exec(Box<ExecArgs>),
     /// List the containers under --root
     List(ListArgs),
     /// Write a default config.json
