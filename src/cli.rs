@@ -67,6 +67,8 @@ pub enum Command {
     List(ListArgs),
     /// Write a default config.json
     Spec(SpecArgs),
+    /// Print the features this runtime implements (runtime-spec features document)
+    Features,
 }
 
 #[derive(Args, Debug)]

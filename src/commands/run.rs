@@ -13,7 +13,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     let mut opts = options(cli, &args.create);
     opts.attach_terminal = !args.detach;
     let created = create(&opts)?;
-    if let Err(e) = start::start(&created.dir, Status::Created) {
+    if let Err(e) = start::start(&created.dir, &created.state, Status::Created) {
         let _ = delete::destroy(created.dir, &created.state, Status::Created);
         return Err(e);
     }

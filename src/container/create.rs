@@ -17,6 +17,7 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
 use super::init;
 use super::sync::{Channel, Message};
 use crate::error::{Context, Error, Result};
+use crate::hooks;
 use crate::linux::cgroups::{self, Cgroup};
 use crate::linux::namespaces::{self, ForChildren};
 use crate::linux::terminal;
@@ -121,6 +122,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         no_pivot: opts.no_pivot,
         preserve_fds: opts.preserve_fds.max(listen_fds),
         console,
+        id: opts.id,
         extra_env: if listen_fds > 0 {
             vec![format!("LISTEN_FDS={listen_fds}"), "LISTEN_PID=1".into()]
         } else {
@@ -159,19 +161,9 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         .map(|cg| cg.enter_and_apply(pid, &resources))
         .transpose()?;
 
-    to_child.send(&Message::Go)?;
-    match to_child.recv()? {
-        Some(Message::Ready) => {}
-        Some(Message::Failed(msg)) => return Err(Error::invalid(msg)),
-        _ => return Err(Error::invalid("the container init exited during set-up")),
-    }
-
-    let terminal = console_back
-        .map(|sock| sys::recv_fd(sock.as_fd()).map(|(fd, _)| fd))
-        .transpose()
-        .ctx(|| "receiving the terminal from the init")?;
+    // The start time is read now, while the init surely lives (it waits for Go).
     let pid_start_time = state::process_start_time(pid)
-        .ok_or_else(|| Error::invalid("the container init exited during set-up"))?;
+        .ok_or_else(|| Error::invalid("the container init died during set-up"))?;
     let state = State {
         oci_version: bundle.spec.version().clone(),
         id: opts.id.to_string(),
@@ -184,7 +176,27 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         cgroup_path,
         own_pid_namespace: bundle.creates_namespace(LinuxNamespaceType::Pid),
+        hooks: bundle.spec.hooks().clone(),
     };
+    // The namespaces exist, nothing is mounted yet: the runtime-namespace hooks' moment.
+    let creating = state.hook_state("creating");
+    hooks::run("prestart", state.hooks_of(|h| h.prestart()), &creating)?;
+    hooks::run(
+        "createRuntime",
+        state.hooks_of(|h| h.create_runtime()),
+        &creating,
+    )?;
+
+    to_child.send(&Message::Go)?;
+    match to_child.recv()? {
+        Some(Message::Ready) => {}
+        Some(Message::Failed(msg)) => return Err(Error::invalid(msg)),
+        _ => return Err(Error::invalid("the container init exited during set-up")),
+    }
+    let terminal = console_back
+        .map(|sock| sys::recv_fd(sock.as_fd()).map(|(fd, _)| fd))
+        .transpose()
+        .ctx(|| "receiving the terminal from the init")?;
     let dir = undo
         .dir
         .take()
