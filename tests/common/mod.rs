@@ -679,7 +679,8 @@ fn dead_owner(name: &str) -> Option<u32> {
     if tail.is_empty() || pid == std::process::id() {
         return None;
     }
-    if Path::new(&format!("/proc/{pid}")).exists() {
+    // A killed test binary may linger as a zombie until it is reaped.
+    if pid_alive(pid.into()) {
         return None;
     }
     Some(pid)
