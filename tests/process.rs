@@ -549,3 +549,40 @@ fn stdio_of_a_created_container_is_the_stdio_of_create() {
     c.wait_status("stopped", WAIT);
     assert_eq!(c.container_stdout(), "to-stdout\n/dev/null\n");
 }
+
+/// Signals the runtime's caller ignored (and the Rust runtime's own SIGPIPE) must not stay
+/// ignored in the container's process: an ignored disposition survives execve.
+#[test]
+fn no_signal_is_ignored_in_the_container_process() {
+    if skip_unless_ours() {
+        return;
+    }
+    let mut c = Container::new();
+    // Not through sh: busybox ash ignores SIGQUIT itself.
+    c.args(&["/bin/grep", "SigIgn", "/proc/self/status"]);
+    c.write_config();
+    let rt = c.runtime.to_string_lossy().into_owned();
+    let (root, bundle) = (
+        c.root.to_string_lossy().into_owned(),
+        c.bundle.to_string_lossy().into_owned(),
+    );
+    let out = exec(
+        std::path::Path::new("/bin/sh"),
+        &[
+            "-c",
+            "trap '' PIPE USR1 HUP; exec \"$@\"",
+            "sh",
+            &rt,
+            "--root",
+            &root,
+            "run",
+            "--bundle",
+            &bundle,
+            &c.id,
+        ],
+        &c.io,
+        &ExecOpts::default(),
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout, "SigIgn:\t0000000000000000\n", "{out}");
+}

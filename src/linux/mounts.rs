@@ -73,7 +73,7 @@ pub fn open_or_create_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> 
                 .create(true)
                 .truncate(false)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .mode(0o644)
+                .mode(0o755) // as runc: a mount-point file is made like a directory
                 .open(&target)
                 .map(drop)
         } else {
@@ -413,7 +413,8 @@ fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Resul
         }
         let src = ctx
             .cgroup_binds
-            .first()
+            .iter()
+            .find(|b| b.unified)
             .map(|b| b.source.as_path())
             .unwrap_or(Path::new("/sys/fs/cgroup"));
         return bind_at(ctx, &dest, m.destination(), src, flags | hardening);
@@ -426,21 +427,12 @@ fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Resul
         Some("mode=755"),
     )
     .ctx(|| "tmpfs for the cgroup hierarchies")?;
-    for bind in ctx.cgroup_binds {
+    // The tmpfs itself stays writable and the unified hierarchy of a hybrid host is left out,
+    // as runc does: each v1 hierarchy is a read-only (per `options`) bind of its own.
+    for bind in ctx.cgroup_binds.iter().filter(|b| !b.unified) {
         let sub = m.destination().join(&bind.name);
         let target = open_or_create_in_root(ctx.root, &sub, Kind::Dir)?;
         bind_at(ctx, &target, &sub, &bind.source, flags | hardening)?;
-    }
-    if flags.contains(MsFlags::MS_RDONLY) {
-        let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
-        mount(
-            None::<&str>,
-            fd_path(&mounted).as_str(),
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | hardening,
-            Some("mode=755"),
-        )
-        .ctx(|| "read-only cgroup tmpfs")?;
     }
     Ok(())
 }
@@ -469,6 +461,7 @@ fn bind_at(
 pub struct CgroupBind {
     pub name: String,
     pub source: PathBuf,
+    pub unified: bool,
 }
 
 /// Reads the host's view of the init's cgroups; called before the cgroup namespace is entered,
@@ -523,7 +516,11 @@ pub fn cgroup_binds() -> Vec<CgroupBind> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        binds.push(CgroupBind { name, source });
+        binds.push(CgroupBind {
+            name,
+            source,
+            unified: fstype == "cgroup2",
+        });
     }
     binds
 }
