@@ -44,6 +44,9 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<i32> {
         },
     )?;
     write_pid_file(args.pid_file.as_deref(), started.pid)?;
+    if let Some(path) = &args.pidfd_socket {
+        crate::container::create::send_pidfd(path, started.pid)?;
+    }
     if args.detach {
         return Ok(0);
     }

@@ -33,7 +33,10 @@ pub struct CreateOptions<'a> {
     /// `run` in the foreground: a terminal, if the spec asks for one, comes back to us.
     pub attach_terminal: bool,
     pub no_pivot: bool,
+    pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// A unix socket that receives a pidfd of the init (--pidfd-socket).
+    pub pidfd_socket: Option<&'a Path>,
 }
 
 /// A container in the "created" state; its init is a child of this process.
@@ -120,6 +123,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     let init_opts = init::InitOptions {
         fifo: &fifo,
         no_pivot: opts.no_pivot,
+        no_new_keyring: opts.no_new_keyring,
         preserve_fds: opts.preserve_fds.max(listen_fds),
         console,
         id: opts.id,
@@ -197,6 +201,9 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         .map(|sock| sys::recv_fd(sock.as_fd()).map(|(fd, _)| fd))
         .transpose()
         .ctx(|| "receiving the terminal from the init")?;
+    if let Some(path) = opts.pidfd_socket {
+        send_pidfd(path, pid)?;
+    }
     let dir = undo
         .dir
         .take()
@@ -215,6 +222,15 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         state,
         terminal,
     })
+}
+
+/// --pidfd-socket: a pidfd of the init for the caller (containerd uses it to watch the init
+/// without pid races).
+pub fn send_pidfd(path: &Path, pid: i32) -> Result<()> {
+    let sock = UnixStream::connect(path).ctx(|| format!("--pidfd-socket {}", path.display()))?;
+    let pidfd = sys::pidfd_open(pid).ctx(|| format!("pidfd_open {pid}"))?;
+    sys::send_fd(sock.as_fd(), b"", pidfd.as_fd())
+        .ctx(|| format!("--pidfd-socket {}", path.display()))
 }
 
 /// LISTEN_FDS from systemd socket activation is passed on to the container, as runc does.

@@ -25,6 +25,7 @@ pub struct InitOptions<'a> {
     pub id: &'a str,
     pub fifo: &'a Path,
     pub no_pivot: bool,
+    pub no_new_keyring: bool,
     pub preserve_fds: u32,
     pub extra_env: Vec<String>,
     /// Where the pty master goes when process.terminal is set.
@@ -86,6 +87,12 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
         .process()
         .as_ref()
         .ok_or_else(|| Error::invalid("process: missing"))?;
+    if !opts.no_new_keyring {
+        // Errors are ignored as runc does: keyrings may be disabled or restricted by seccomp.
+        if let Ok(name) = std::ffi::CString::new(opts.id) {
+            let _ = sys::join_session_keyring(&name);
+        }
+    }
     let cgroup_binds = crate::linux::mounts::cgroup_binds();
     crate::linux::namespaces::join_and_unshare(bundle)?;
     if bundle.has_namespace(LinuxNamespaceType::User) {

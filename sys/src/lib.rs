@@ -11,7 +11,9 @@ mod tty;
 
 pub use clone::{clone3, CloneResult};
 pub use fs::{close_range_cloexec, mount_setattr, openat2, MountAttr};
-pub use misc::{exit_now, namespace_type, reset_signal_dispositions, setdomainname};
+pub use misc::{
+    exit_now, join_session_keyring, namespace_type, reset_signal_dispositions, setdomainname,
+};
 pub use pidfd::{pidfd_open, pidfd_send_signal};
 pub use scm::{recv_fd, send_fd};
 pub use tty::{set_controlling_terminal, set_window_size, window_size};

@@ -53,3 +53,12 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no memory of ours.
     unsafe { libc::_exit(code) }
 }
+
+/// keyctl(KEYCTL_JOIN_SESSION_KEYRING, name): gives the caller a new session keyring, so that a
+/// container does not share the host's (runc does this unless --no-new-keyring).
+pub fn join_session_keyring(name: &std::ffi::CStr) -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) })?;
+    Ok(())
+}
