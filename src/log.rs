@@ -6,14 +6,26 @@ use std::io::Write;
 use crate::cli::{Cli, LogFormat};
 
 pub fn error(cli: &Cli, msg: &str) {
-    eprintln!("proxmox-lxcri: {msg}");
+    write(cli, "error", msg);
+}
+
+pub fn warn(cli: &Cli, msg: &str) {
+    write(cli, "warning", msg);
+}
+
+fn write(cli: &Cli, level: &str, msg: &str) {
+    if level == "error" {
+        eprintln!("proxmox-lxcri: {msg}");
+    } else {
+        eprintln!("proxmox-lxcri: {level}: {msg}");
+    }
     let Some(path) = &cli.log else { return };
     let time = crate::state::now_rfc3339();
     let line = match cli.log_format {
         LogFormat::Json => {
-            serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
+            serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
         }
-        LogFormat::Text => format!("time={time:?} level=error msg={msg:?}"),
+        LogFormat::Text => format!("time={time:?} level={level} msg={msg:?}"),
     };
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)

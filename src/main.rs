@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod container;
 mod error;
+mod events;
 mod linux;
 mod log;
 mod spec;
@@ -36,5 +37,10 @@ fn dispatch(cli: &Cli) -> error::Result<i32> {
         Command::Run(a) => commands::run::run(cli, a),
         Command::List(a) => commands::list::run(cli, a),
         Command::Spec(a) => commands::spec::run(a),
+        Command::Pause(a) => commands::pause::pause(cli, &a.id),
+        Command::Resume(a) => commands::pause::resume(cli, &a.id),
+        Command::Ps(a) => commands::ps::run(cli, a),
+        Command::Update(a) => commands::update::run(cli, a),
+        Command::Events(a) => commands::events::run(cli, a),
     }
 }

@@ -24,6 +24,7 @@ const FORWARDED: [Signal; 8] = [
 ];
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
+    crate::linux::cgroups::check_systemd_flag(cli.systemd_cgroup)?;
     let created = create(&options(cli, &args.create))?;
     if let Err(e) = start::start(&created.dir, Status::Created) {
         let _ = delete::destroy(created.dir, &created.state, Status::Created);

@@ -6,5 +6,6 @@ pub mod devices;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
+pub mod resources;
 pub mod rootfs;
 pub mod signals;
