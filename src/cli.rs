@@ -186,28 +186,28 @@ pub struct UpdateArgs {
     #[arg(short, long, value_name = "FILE|-")]
     pub resources: Option<String>,
     /// Block IO weight (10-1000)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub blkio_weight: Option<String>,
     /// CFS period in microseconds
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpu_period: Option<String>,
     /// CFS quota in microseconds (-1: no limit)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpu_quota: Option<String>,
     /// CFS burst in microseconds
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpu_burst: Option<String>,
     /// CPU shares (relative weight); runc spells it --cpu-share
-    #[arg(long, alias = "cpu-shares")]
+    #[arg(long, alias = "cpu-shares", allow_hyphen_values = true)]
     pub cpu_share: Option<String>,
     /// Realtime period in microseconds
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpu_rt_period: Option<String>,
     /// Realtime runtime in microseconds
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpu_rt_runtime: Option<String>,
     /// SCHED_IDLE for the cgroup (1) or not (0)
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cpu_idle: Option<String>,
     /// CPUs the container may use (e.g. 0-2,4)
     #[arg(long)]

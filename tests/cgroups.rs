@@ -362,6 +362,13 @@ fn update_changes_the_limits_of_a_running_container() {
         (128u64 << 20).to_string()
     );
 
+    // Negative numbers are values, not flags: -1 lifts a limit from the command line too.
+    c.rt(&["update", "--cpu-quota", "20000", &c.id]).assert_ok();
+    assert_eq!(cg(&c, "cpu", "cpu.cfs_quota_us"), "20000");
+    c.rt(&["update", "--cpu-quota", "-1", "--pids-limit", "-1", &c.id])
+        .assert_ok();
+    assert_eq!(cg(&c, "cpu", "cpu.cfs_quota_us"), "-1");
+
     // The JSON form, from a file.
     let file = c.host.join("resources.json");
     fs::write(&file, r#"{"pids":{"limit":33}}"#).unwrap();
@@ -385,6 +392,8 @@ fn update_with_bad_values_fails_and_changes_nothing() {
         (&["--memory", "lots"], "--memory"),
         (&["--pids-limit", "abc"], "--pids-limit"),
         (&["--cpu-quota", "5"], "cpu.quota"),
+        (&["--cpu-quota", "-5"], "cpu.quota"),
+        (&["--cpu-share", "-5"], "--cpu-share"),
         (&["--cpuset-cpus", "0-"], "cpu.cpus"),
     ];
     for (flags, named) in cases {
@@ -396,6 +405,15 @@ fn update_with_bad_values_fails_and_changes_nothing() {
         }
         args.push(&c.id);
         let out = c.rt(&args);
+        if !is_ours() && out.ok() {
+            // runc leaves some values to the kernel, which takes e.g. any negative quota.
+            eprintln!(
+                "note: {} accepts update {flags:?} (proxmox-lxcri refuses it)",
+                runtime().display()
+            );
+            c.rt(&["update", "--pids-limit", "100", &c.id]).assert_ok();
+            continue;
+        }
         out.assert_fail();
         check_our_message(&out, &format!("name {named}"), |e| e.contains(named));
         assert_eq!(cg(&c, "pids", "pids.max"), "100", "after {flags:?}");
