@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod container;
 mod error;
+mod hooks;
 mod linux;
 mod log;
 mod proxmox;
@@ -18,11 +19,12 @@ use cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
+    log::init(&cli);
     let result = dispatch(&cli);
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            log::error(&cli, &err.to_string());
+            log::error(&err.to_string());
             std::process::exit(1);
         }
     }
@@ -36,7 +38,14 @@ fn dispatch(cli: &Cli) -> error::Result<i32> {
         Command::Kill(a) => commands::kill::run(cli, a),
         Command::Delete(a) => commands::delete::run(cli, a),
         Command::Run(a) => commands::run::run(cli, a),
+        Command::Exec(a) => commands::exec::run(cli, a),
         Command::List(a) => commands::list::run(cli, a),
         Command::Spec(a) => commands::spec::run(a),
+        Command::Features => commands::features::run(),
+        Command::Pause(a) => commands::pause::pause(cli, &a.id),
+        Command::Resume(a) => commands::pause::resume(cli, &a.id),
+        Command::Ps(a) => commands::ps::run(cli, a),
+        Command::Update(a) => commands::update::run(cli, a),
+        Command::Events(a) => commands::events::run(cli, a),
     }
 }

@@ -5,6 +5,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::cli::{Cli, DeleteArgs};
 use crate::error::{Error, Result};
+use crate::hooks;
 use crate::linux::cgroups::Cgroup;
 use crate::state::{status_of, ContainerDir, State, Status};
 
@@ -33,10 +34,15 @@ pub fn run(cli: &Cli, args: &DeleteArgs) -> Result<i32> {
 
 /// Kills what is left of the container and removes its cgroup and state directory.
 pub fn destroy(dir: ContainerDir, state: &State, status: Status) -> Result<()> {
+    let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
+    if status == Status::Paused {
+        // Frozen processes die only once thawed: queue the kill first so none runs on.
+        let _ = crate::commands::kill::signal_init(state, libc::SIGKILL);
+        cgroup.freeze(false)?;
+    }
     if status != Status::Stopped {
         kill_and_wait(state)?;
     }
-    let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
     if !state.own_pid_namespace {
         for pid in cgroup.pids().unwrap_or_default() {
             let _ =
@@ -47,7 +53,13 @@ pub fn destroy(dir: ContainerDir, state: &State, status: Status) -> Result<()> {
     if let Some(record) = &state.proxmox {
         crate::proxmox::teardown(&state.id, record)?;
     }
-    dir.remove()
+    dir.remove()?;
+    hooks::run_warn(
+        "poststop",
+        state.hooks_of(|h| h.poststop()),
+        &state.hook_state("stopped"),
+    );
+    Ok(())
 }
 
 /// SIGKILL to the init (in a pid namespace of its own that takes every process with it), then
