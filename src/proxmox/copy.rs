@@ -1,7 +1,7 @@
 //! Copies the bundle's rootfs into a fresh volume, keeping what a container's root needs: file
 //! types (regular, directory, symlink, device, fifo, socket), hard links, owners, modes
-//! (setuid/setgid/sticky included) and times. Symlinks are copied as links, never followed.
-//! Extended attributes (file capabilities, ACLs) are not copied yet.
+//! (setuid/setgid/sticky included), extended attributes (file capabilities, ACLs, SELinux
+//! labels) and times. Symlinks are copied as links, never followed.
 
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
@@ -19,7 +19,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     let mut links = HashMap::new();
     copy_dir(src, dst, &mut links)?;
     let md = fs::symlink_metadata(src).ctx(|| format!("stat {}", src.display()))?;
-    apply_metadata(dst, &md)
+    apply_metadata(src, dst, &md)
 }
 
 fn copy_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {
@@ -48,12 +48,12 @@ fn copy_entry(
             .create(to)
             .ctx(|| format!("mkdir {}", to.display()))?;
         copy_dir(from, to, links)?;
-        return apply_metadata(to, md);
+        return apply_metadata(from, to, md);
     }
     if ft.is_symlink() {
         let target = fs::read_link(from).ctx(|| format!("readlink {}", from.display()))?;
         std::os::unix::fs::symlink(&target, to).ctx(|| format!("symlink {}", to.display()))?;
-        return apply_metadata(to, md);
+        return apply_metadata(from, to, md);
     }
     if md.nlink() > 1 {
         let key = (md.dev(), md.ino());
@@ -79,15 +79,16 @@ fn copy_entry(
         mknod(to, kind, Mode::from_bits_truncate(0o600), md.rdev())
             .ctx(|| format!("mknod {}", to.display()))?;
     }
-    apply_metadata(to, md)
+    apply_metadata(from, to, md)
 }
 
-/// Owner first (chown clears setuid/setgid), then mode, then times (last, as writing the
-/// contents of a directory changes its mtime).
-fn apply_metadata(path: &Path, md: &Metadata) -> Result<()> {
+/// Owner first (chown clears setuid/setgid and file capabilities), then extended attributes,
+/// then mode, then times (last, as writing the contents of a directory changes its mtime).
+fn apply_metadata(from: &Path, path: &Path, md: &Metadata) -> Result<()> {
     std::os::unix::fs::lchown(path, Some(md.uid()), Some(md.gid()))
         .ctx(|| format!("chown {}", path.display()))?;
     if !md.file_type().is_symlink() {
+        copy_xattrs(from, path)?;
         fs::set_permissions(path, fs::Permissions::from_mode(md.mode() & 0o7777))
             .ctx(|| format!("chmod {}", path.display()))?;
     }
@@ -99,6 +100,26 @@ fn apply_metadata(path: &Path, md: &Metadata) -> Result<()> {
         UtimensatFlags::NoFollowSymlink,
     )
     .ctx(|| format!("setting the times of {}", path.display()))
+}
+
+fn copy_xattrs(from: &Path, to: &Path) -> Result<()> {
+    let names = match sys::xattr::list(from) {
+        Ok(n) => n,
+        // A source file system without xattrs has none to copy.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+        Err(e) => {
+            return Err(Error::os(
+                format!("listing the xattrs of {}", from.display()),
+                e,
+            ))
+        }
+    };
+    for name in names {
+        let what = || format!("xattr {} of {}", name.to_string_lossy(), from.display());
+        let value = sys::xattr::get(from, &name).ctx(what)?;
+        sys::xattr::set(to, &name, &value).ctx(what)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -123,6 +144,16 @@ mod tests {
         if root {
             std::os::unix::fs::lchown(src.join("etc/sub"), Some(1234), Some(5678)).unwrap();
         }
+        // A file capability (cap_net_raw+ep, VFS_CAP_REVISION_2) and a user attribute.
+        let cap = [
+            0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let cap_name = std::ffi::CString::new("security.capability").unwrap();
+        let user_name = std::ffi::CString::new("user.lxcri").unwrap();
+        if root {
+            sys::xattr::set(&src.join("etc/file"), &cap_name, &cap).unwrap();
+        }
+        sys::xattr::set(&src.join("etc/file"), &user_name, b"kept").unwrap();
         utimensat(
             None,
             &src.join("etc"),
@@ -137,6 +168,16 @@ mod tests {
         assert_eq!(fs::read_to_string(dst.join("etc/file")).unwrap(), "hello");
         let f = fs::metadata(dst.join("etc/file")).unwrap();
         assert_eq!(f.mode() & 0o7777, 0o4755);
+        assert_eq!(
+            sys::xattr::get(&dst.join("etc/file"), &user_name).unwrap(),
+            b"kept"
+        );
+        if root {
+            assert_eq!(
+                sys::xattr::get(&dst.join("etc/file"), &cap_name).unwrap(),
+                cap
+            );
+        }
         assert_eq!(f.nlink(), 2);
         assert_eq!(
             f.ino(),

@@ -24,6 +24,7 @@ use crate::error::{Context, Error, Result};
 /// A volume made for a container, as recorded in its state so that `delete` can free it
 /// without the runtime config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Volume {
     /// `<storage>:<name>`, as the pct config's `rootfs` names it.
     pub volid: String,

@@ -9,6 +9,7 @@ mod misc;
 mod pidfd;
 mod scm;
 mod tty;
+pub mod xattr;
 pub mod zfs;
 
 pub use clone::{clone3, CloneResult};
