@@ -1,11 +1,12 @@
 //! Every `unsafe` line of proxmox-lxcri lives here: raw syscalls that `nix` does not wrap (clone3,
-//! openat2, close_range, mount_setattr, pidfd, namespace ioctls), each behind a small safe function.
+//! openat2, close_range, mount_setattr, pidfd, namespace ioctls, seccomp), each behind a small safe function.
 //! The runtime crate is `#![forbid(unsafe_code)]` and calls only these wrappers.
 
 mod clone;
 mod fs;
 mod misc;
 mod pidfd;
+pub mod seccomp;
 
 pub use clone::{clone3, CloneResult};
 pub use fs::{close_range_cloexec, mount_setattr, openat2, MountAttr};
