@@ -136,14 +136,54 @@ fn libc_enosys() -> i64 {
     38
 }
 
-/// LOG lets the call through (and the kernel logs it).
+/// Runs the probe's getppid under `profile` through create/start (to learn its host pid);
+/// returns its output and whether the kernel logged a seccomp record with `code` for it.
+fn getppid_logged(profile: Value, code: &str) -> (String, bool) {
+    let mut c = with_profile(profile);
+    c.args(&["/bin/probe", "getppid"]);
+    c.create().assert_ok();
+    let pid = c.pid();
+    c.start().assert_ok();
+    c.wait_status("stopped", WAIT);
+    let needle = format!("pid={pid} comm=\"probe\"");
+    let logged = wait_until(std::time::Duration::from_secs(3), || {
+        let log = host_cmd("/usr/bin/dmesg", &[]).stdout;
+        log.lines()
+            .any(|l| l.contains("type=1326") && l.contains(&needle) && l.contains(code))
+    });
+    (c.container_stdout(), logged)
+}
+
+/// LOG lets the call through, and the kernel logs it (an audit record of type 1326).
 #[test]
-fn log_allows_the_call() {
-    let (out, r) = probe_under(
+fn log_allows_the_call_and_the_kernel_logs_it() {
+    let (out, logged) = getppid_logged(
         allow_but(json!([getppid_rule("SCMP_ACT_LOG", json!({}))])),
-        "probe getppid",
+        "code=0x7ffc0000",
     );
-    assert!(r["getppid"] >= 0, "{out}");
+    let ret: i64 = out.trim().trim_start_matches("getppid=").parse().unwrap();
+    assert!(ret >= 0, "{out}");
+    assert!(logged, "no seccomp audit record for the LOG action");
+}
+
+/// SECCOMP_FILTER_FLAG_LOG logs every action but ALLOW: an ERRNO is logged with the flag and
+/// not without it (the record carries the action without its errno).
+#[test]
+fn the_log_flag_makes_the_kernel_log_errno_actions() {
+    let mut profile = allow_but(json!([getppid_rule(
+        "SCMP_ACT_ERRNO",
+        json!({"errnoRet": 22})
+    )]));
+    let (out, logged) = getppid_logged(profile.clone(), "code=0x50000");
+    assert_eq!(out, "getppid=-22\n");
+    assert!(!logged, "an ERRNO action was logged without the LOG flag");
+    profile["flags"] = json!(["SECCOMP_FILTER_FLAG_LOG"]);
+    let (out, logged) = getppid_logged(profile, "code=0x50000");
+    assert_eq!(out, "getppid=-22\n");
+    assert!(
+        logged,
+        "no seccomp audit record with SECCOMP_FILTER_FLAG_LOG"
+    );
 }
 
 /// Default ERRNO with defaultErrnoRet, ALLOW for everything a static binary and busybox need:
@@ -420,11 +460,13 @@ fn spec_allow_flag_shows_in_speculation_store_bypass() {
     let with = run(json!(["SECCOMP_FILTER_FLAG_SPEC_ALLOW"]));
     let without = run(json!([]));
     eprintln!("host: {host_ssb:?}; with SPEC_ALLOW: {with:?}; without: {without:?}");
-    if host_ssb.contains("not vulnerable") || host_ssb.is_empty() {
-        eprintln!("NOTE: this CPU is not affected by SSB; the flag cannot change anything here");
-        assert_eq!(with, without);
-    } else {
-        assert!(!with.contains("thread force mitigated"), "{with}");
+    assert!(!with.contains("force mitigated"), "{with}");
+    if !without.contains("force mitigated") {
+        eprintln!(
+            "NOTE: this kernel's speculative store bypass policy does not tie the mitigation to \
+             seccomp (not 'seccomp' mode, or the CPU is not affected): SECCOMP_FILTER_FLAG_SPEC_ALLOW \
+             has nothing to change here, so only its acceptance is checked"
+        );
     }
 }
 
@@ -449,7 +491,7 @@ fn podman_profile_denies_what_it_lists_and_lets_normal_commands_run() {
     let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
     let script = "ls / >/dev/null && echo ls-ok; cat /etc/passwd | grep -c root; \
                   probe unshare 0x20000; probe mount s:none s:/mnt s:tmpfs 0 0; \
-                  probe keyctl 0 -3 0; probe add_key s:user s:k s:v 1 -3; probe vmsplice -1 0 0 0; \
+                  probe keyctl 0 -3 0; probe add_key s:user s:k s:v 1 -2; probe vmsplice -1 0 0 0; \
                   probe sysfs 3; probe io_uring_setup 0 0; probe getppid";
     let (out, with) = probe_under(podman_profile(&caps), script);
     out.assert_ok();
@@ -464,6 +506,7 @@ fn podman_profile_denies_what_it_lists_and_lets_normal_commands_run() {
     );
 
     assert!(out.stdout.starts_with("ls-ok\n1\n"), "{out}");
+    // (add_key goes to a process keyring, gone with the probe: keyrings are not namespaced.)
     // Capabilities alone already deny these (no CAP_SYS_ADMIN); the profile keeps EPERM.
     assert_eq!(with["unshare"], -1, "{out}");
     assert_eq!(with["mount"], -1, "{out}");
