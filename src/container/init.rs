@@ -114,6 +114,10 @@ fn setup(
 
     rootfs::prepare(bundle, opts.no_pivot, &cgroup_binds)?;
     if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        // Written by path: /proc/sys must be the kernel's, not a directory the image supplied.
+        let proc_sys = File::open("/proc/sys").ctx(|| "linux.sysctl: /proc/sys")?;
+        crate::linux::mounts::ensure_procfs(std::os::fd::AsFd::as_fd(&proc_sys))
+            .ctx(|| "linux.sysctl: /proc/sys")?;
         process::apply_sysctls(sysctl.iter())?;
     }
     // The cwd may have to be created: before the root turns read-only.
