@@ -28,7 +28,10 @@ impl Bundle {
             // serde names an unknown enum value by line and column only; name the field.
             serde_json::from_slice(&data)
                 .ok()
-                .and_then(|v| crate::linux::seccomp::diagnose(&v))
+                .and_then(|v| {
+                    crate::linux::seccomp::diagnose(&v)
+                        .or_else(|| crate::linux::capabilities::diagnose(&v))
+                })
                 .unwrap_or_else(|| Error::invalid(format!("{}: {e}", config.display())))
         })?;
         let rootfs = rootfs_path(&dir, &spec)?;
