@@ -146,9 +146,7 @@ pub fn diagnose(config: &Value) -> Option<Error> {
             }
         }
     }
-    let Some(calls) = obj.get("syscalls").filter(|v| !v.is_null()) else {
-        return None;
-    };
+    let calls = obj.get("syscalls").filter(|v| !v.is_null())?;
     let Some(calls) = calls.as_array() else {
         return bad("linux.seccomp.syscalls".into(), "must be an array");
     };
@@ -192,9 +190,7 @@ fn diagnose_syscall(field: &str, call: &Value) -> Option<Error> {
     if let Some(e) = check_u32(format!("{field}.errnoRet"), obj.get("errnoRet")) {
         return Some(e);
     }
-    let Some(args) = obj.get("args").filter(|v| !v.is_null()) else {
-        return None;
-    };
+    let args = obj.get("args").filter(|v| !v.is_null())?;
     let Some(args) = args.as_array() else {
         return bad(format!("{field}.args"), "must be an array");
     };
