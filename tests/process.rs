@@ -540,3 +540,32 @@ fn stdio_of_a_created_container_is_the_stdio_of_create() {
     c.wait_status("stopped", WAIT);
     assert_eq!(c.container_stdout(), "to-stdout\n/dev/null\n");
 }
+
+/// Signals the caller of the runtime ignores are not ignored in the process: dispositions are all
+/// reset (and the real-time signals glibc reserves, 32 and 33, when the test runner ignores them).
+#[test]
+fn signals_ignored_by_the_caller_are_default_in_the_process() {
+    let mut c = Container::new();
+    c.args(&["grep", "SigIgn", "/proc/self/status"]);
+    c.write_config();
+    let b = c.bundle.to_string_lossy().into_owned();
+    let rt = c.runtime.to_string_lossy().into_owned();
+    let root = c.root.to_string_lossy().into_owned();
+    let out = host_cmd(
+        "/bin/sh",
+        &[
+            "-c",
+            "trap '' HUP PIPE USR1; exec \"$@\"",
+            "sh",
+            &rt,
+            "--root",
+            &root,
+            "run",
+            "--bundle",
+            &b,
+            &c.id,
+        ],
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout, "SigIgn:\t0000000000000000\n", "{out}");
+}

@@ -21,15 +21,28 @@ pub fn setdomainname(name: &str) -> Result<()> {
 }
 
 /// Puts every catchable signal back to SIG_DFL. The Rust runtime ignores SIGPIPE, and an ignored
-/// signal would survive execve into the container's process.
+/// signal would survive execve into the container's process. The raw syscall, because glibc's
+/// signal() refuses the two real-time signals it reserves (32, 33), which a caller may have left
+/// ignored too.
 pub fn reset_signal_dispositions() {
-    for sig in 1..libc::SIGRTMAX() {
+    // The kernel's struct sigaction all zero: SIG_DFL, no flags, no restorer, empty mask (the same
+    // on every architecture, whatever its field order).
+    let dfl = [0u64; 4];
+    for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL runs no handler code; failures (invalid numbers) are harmless.
+        // SAFETY: `dfl` is a valid, zeroed kernel sigaction (32 bytes, at least its size on every
+        // architecture), the old action is not requested, and the mask size is the kernel's 8
+        // bytes. Installing SIG_DFL runs no handler code; failures (invalid numbers) are harmless.
         unsafe {
-            libc::signal(sig, libc::SIG_DFL);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
     }
 }
