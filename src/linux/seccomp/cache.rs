@@ -149,7 +149,7 @@ pub fn store(root: &Path, key: &[u8], bpf: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Whether `file` (for tests and diagnostics) is a cache entry this module would read.
+/// An entry encoded and read back, as lookup() would.
 #[cfg(test)]
 fn roundtrip(key: &[u8], bpf: &[u8]) -> Option<Vec<u8>> {
     parse(&encode(key, bpf), key)
