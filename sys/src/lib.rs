@@ -1,5 +1,5 @@
 //! Every `unsafe` line of proxmox-lxcri lives here: raw syscalls that `nix` does not wrap (clone3,
-//! openat2, close_range, mount_setattr, pidfd, namespace ioctls), each behind a small safe function.
+//! openat2, close_range, mount_setattr, pidfd, namespace ioctls, seccomp), each behind a small safe function.
 //! The runtime crate is `#![forbid(unsafe_code)]` and calls only these wrappers.
 
 mod clone;
@@ -7,6 +7,7 @@ mod fs;
 mod misc;
 mod pidfd;
 mod scm;
+pub mod seccomp;
 mod tty;
 
 pub use clone::{clone3, CloneResult};

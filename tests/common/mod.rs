@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+pub mod helpers;
+
 /// The reference runtime the suite is validated against.
 pub const RUNC: &str = "/usr/sbin/runc";
 /// Prefix of every container id, netns name and cgroup made by the suite.
