@@ -61,10 +61,14 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Create and start a container, wait for it and delete it
     Run(RunArgs),
+    /// Run a new process in a running container
+    Exec(Box<ExecArgs>),
     /// List the containers under --root
     List(ListArgs),
     /// Write a default config.json
     Spec(SpecArgs),
+    /// Print the features this runtime implements (runtime-spec features document)
+    Features,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +134,65 @@ pub struct RunArgs {
     /// Accepted for runc compatibility: the runtime never becomes a subreaper
     #[arg(long)]
     pub no_subreaper: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// A runtime-spec process JSON file describing the process (instead of COMMAND)
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Unix socket that receives the master side of the process's terminal
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Unix socket that receives a pidfd of the process
+    #[arg(long)]
+    pub pidfd_socket: Option<PathBuf>,
+    /// Working directory inside the container
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment variables (KEY=VALUE)
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Allocate a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// uid[:gid] to run as
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Supplementary group ids
+    #[arg(short = 'g', long)]
+    pub additional_gids: Vec<u32>,
+    /// Return once the process runs
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the process's host pid to this file
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// SELinux label for the process
+    #[arg(long)]
+    pub process_label: Option<String>,
+    /// AppArmor profile for the process
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// Set no_new_privs
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Add a capability (CAP_...) to the process's sets
+    #[arg(short, long)]
+    pub cap: Vec<String>,
+    /// Pass this many fds (from fd 3 on) to the process
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Exec even if the container is paused
+    #[arg(long)]
+    pub ignore_paused: bool,
+    /// Accepted for runc compatibility: the process joins the container's cgroup
+    #[arg(long)]
+    pub cgroup: Vec<String>,
+    pub id: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

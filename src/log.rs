@@ -1,25 +1,65 @@
-//! Error reporting as runc does it: the message on stderr, and, with --log, a line in the log file
+//! Logging as runc does it: errors on stderr, and with --log also lines in the log file
 //! (`--log-format json` writes `{"level":"error","msg":...,"time":...}`, the line containerd reads).
+//! Warnings go to the log file, or stderr without one; info lines only to the log file.
 
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use crate::cli::{Cli, LogFormat};
 
-pub fn error(cli: &Cli, msg: &str) {
-    eprintln!("proxmox-lxcri: {msg}");
-    let Some(path) = &cli.log else { return };
-    let time = crate::state::now_rfc3339();
-    let line = match cli.log_format {
-        LogFormat::Json => {
-            serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
-        }
-        LogFormat::Text => format!("time={time:?} level=error msg={msg:?}"),
+struct Target {
+    file: Option<PathBuf>,
+    format: LogFormat,
+    debug: bool,
+}
+
+static TARGET: OnceLock<Target> = OnceLock::new();
+
+pub fn init(cli: &Cli) {
+    let _ = TARGET.set(Target {
+        file: cli.log.clone(),
+        format: cli.log_format,
+        debug: cli.debug,
+    });
+}
+
+fn write(level: &str, msg: &str) -> bool {
+    let Some(target) = TARGET.get() else {
+        return false;
     };
-    if let Ok(mut f) = std::fs::OpenOptions::new()
+    let Some(path) = &target.file else {
+        return false;
+    };
+    let time = crate::state::now_rfc3339();
+    let line = match target.format {
+        LogFormat::Json => {
+            serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
+        }
+        LogFormat::Text => format!("time={time:?} level={level} msg={msg:?}"),
+    };
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-    {
-        let _ = writeln!(f, "{line}");
+        .and_then(|mut f| writeln!(f, "{line}"))
+        .is_ok()
+}
+
+pub fn error(msg: &str) {
+    eprintln!("proxmox-lxcri: {msg}");
+    write("error", msg);
+}
+
+pub fn warn(msg: &str) {
+    if !write("warning", msg) {
+        eprintln!("proxmox-lxcri: warning: {msg}");
+    }
+}
+
+pub fn info(msg: &str) {
+    let logged = write("info", msg);
+    if !logged && TARGET.get().is_some_and(|t| t.debug) {
+        eprintln!("proxmox-lxcri: {msg}");
     }
 }

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod container;
 mod error;
+mod hooks;
 mod linux;
 mod log;
 mod spec;
@@ -16,11 +17,12 @@ use cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
+    log::init(&cli);
     let result = dispatch(&cli);
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            log::error(&cli, &err.to_string());
+            log::error(&err.to_string());
             std::process::exit(1);
         }
     }
@@ -34,7 +36,9 @@ fn dispatch(cli: &Cli) -> error::Result<i32> {
         Command::Kill(a) => commands::kill::run(cli, a),
         Command::Delete(a) => commands::delete::run(cli, a),
         Command::Run(a) => commands::run::run(cli, a),
+        Command::Exec(a) => commands::exec::run(cli, a),
         Command::List(a) => commands::list::run(cli, a),
         Command::Spec(a) => commands::spec::run(a),
+        Command::Features => commands::features::run(),
     }
 }

@@ -57,6 +57,9 @@ pub struct State {
     pub cgroup_path: PathBuf,
     /// Whether the container has a pid namespace of its own (then killing the init kills all).
     pub own_pid_namespace: bool,
+    /// The spec's hooks, kept for poststart/poststop (so later commands need not re-read the bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// runc's `state` output (and each entry of `list --format json`).
@@ -76,6 +79,28 @@ pub struct PublicState<'a> {
 }
 
 impl State {
+    pub fn hook_state(&self, status: &'static str) -> crate::hooks::HookState<'_> {
+        crate::hooks::HookState {
+            oci_version: &self.oci_version,
+            id: &self.id,
+            status,
+            pid: self.pid,
+            bundle: &self.bundle,
+            annotations: &self.annotations,
+        }
+    }
+
+    /// Hooks of one stage (empty when there are none).
+    pub fn hooks_of(
+        &self,
+        stage: fn(&oci_spec::runtime::Hooks) -> &Option<Vec<oci_spec::runtime::Hook>>,
+    ) -> &[oci_spec::runtime::Hook] {
+        self.hooks
+            .as_ref()
+            .and_then(|h| stage(h).as_deref())
+            .unwrap_or_default()
+    }
+
     pub fn public(&self, status: Status) -> PublicState<'_> {
         PublicState {
             oci_version: &self.oci_version,

@@ -207,10 +207,14 @@ fn commands_on_an_unknown_container_fail_saying_it_does_not_exist() {
 }
 
 #[test]
-fn delete_force_of_an_unknown_container_succeeds() {
-    let c = Container::new();
-    fs::create_dir_all(&c.root).unwrap();
+fn delete_force_of_an_already_deleted_container_succeeds() {
+    let mut c = Container::new();
+    c.sh("sleep 100");
+    c.create().assert_ok();
     c.delete_force().assert_ok();
+    c.state().assert_fail();
+    c.delete_force().assert_ok();
+    c.assert_no_debris(None);
 }
 
 #[test]

@@ -89,9 +89,13 @@ fn kill_all_reaches_every_process_of_the_container() {
     c.create().assert_ok();
     c.start().assert_ok();
     c.wait_container_stdout("started", WAIT);
-    let procs = c.cgroup_procs("pids");
+    // The subshell forks its sleep asynchronously.
+    let mut procs = Vec::new();
     assert!(
-        procs.len() >= 5,
+        wait_until(WAIT, || {
+            procs = c.cgroup_procs("pids");
+            procs.len() >= 5
+        }),
         "expected init, a subshell and three sleeps: {procs:?}"
     );
 
@@ -103,7 +107,7 @@ fn kill_all_reaches_every_process_of_the_container() {
         );
     }
     c.wait_status("stopped", WAIT);
-    assert!(c.cgroup_procs("pids").is_empty());
+    assert!(wait_until(WAIT, || c.cgroup_procs("pids").is_empty()));
     c.delete().assert_ok();
     c.assert_no_debris(None);
 }

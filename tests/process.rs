@@ -250,24 +250,30 @@ fn umask_defaults_to_0022() {
 
 #[test]
 fn rlimit_nofile_sets_soft_and_hard_limits() {
+    // Raising a hard limit needs CAP_SYS_RESOURCE: stay within ours.
+    let hard = own_hard_limit("Max open files").min(2000);
+    let soft = hard / 2;
     let out = sh_output(
         |c| {
-            c.rlimit("RLIMIT_NOFILE", 1000, 2000);
+            c.rlimit("RLIMIT_NOFILE", soft, hard);
         },
         "ulimit -n; ulimit -Hn; grep 'Max open files' /proc/self/limits",
     );
+    let (soft, hard) = (soft.to_string(), hard.to_string());
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[..2], ["1000", "2000"], "{out}");
+    assert_eq!(lines[..2], [soft.as_str(), hard.as_str()], "{out}");
     let f: Vec<&str> = lines[2].split_whitespace().collect();
-    assert_eq!(f[3..5], ["1000", "2000"], "{out}");
+    assert_eq!(f[3..5], [soft.as_str(), hard.as_str()], "{out}");
 }
 
 #[test]
 fn several_rlimits_are_applied() {
+    let nproc_hard = own_hard_limit("Max processes").min(400);
+    let nproc_soft = nproc_hard * 3 / 4;
     let out = sh_output(
         |c| {
             c.rlimit("RLIMIT_NOFILE", 512, 512)
-                .rlimit("RLIMIT_NPROC", 300, 400)
+                .rlimit("RLIMIT_NPROC", nproc_soft, nproc_hard)
                 .rlimit("RLIMIT_CORE", 0, 0);
         },
         "grep -E 'Max (open files|processes|core file size)' /proc/self/limits",
@@ -284,7 +290,10 @@ fn several_rlimits_are_applied() {
             .collect()
     };
     assert_eq!(get("Max open files"), ["512", "512"]);
-    assert_eq!(get("Max processes"), ["300", "400"]);
+    assert_eq!(
+        get("Max processes"),
+        [nproc_soft.to_string(), nproc_hard.to_string()]
+    );
     assert_eq!(get("Max core file size"), ["0", "0"]);
 }
 
@@ -539,4 +548,41 @@ fn stdio_of_a_created_container_is_the_stdio_of_create() {
     c.start().assert_ok();
     c.wait_status("stopped", WAIT);
     assert_eq!(c.container_stdout(), "to-stdout\n/dev/null\n");
+}
+
+/// Signals the runtime's caller ignored (and the Rust runtime's own SIGPIPE) must not stay
+/// ignored in the container's process: an ignored disposition survives execve.
+#[test]
+fn no_signal_is_ignored_in_the_container_process() {
+    if skip_unless_ours() {
+        return;
+    }
+    let mut c = Container::new();
+    // Not through sh: busybox ash ignores SIGQUIT itself.
+    c.args(&["/bin/grep", "SigIgn", "/proc/self/status"]);
+    c.write_config();
+    let rt = c.runtime.to_string_lossy().into_owned();
+    let (root, bundle) = (
+        c.root.to_string_lossy().into_owned(),
+        c.bundle.to_string_lossy().into_owned(),
+    );
+    let out = exec(
+        std::path::Path::new("/bin/sh"),
+        &[
+            "-c",
+            "trap '' PIPE USR1 HUP; exec \"$@\"",
+            "sh",
+            &rt,
+            "--root",
+            &root,
+            "run",
+            "--bundle",
+            &bundle,
+            &c.id,
+        ],
+        &c.io,
+        &ExecOpts::default(),
+    );
+    out.assert_ok();
+    assert_eq!(out.stdout, "SigIgn:\t0000000000000000\n", "{out}");
 }

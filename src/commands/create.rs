@@ -9,7 +9,10 @@ pub fn options<'a>(cli: &'a Cli, args: &'a CreateArgs) -> CreateOptions<'a> {
         bundle: &args.bundle,
         pid_file: args.pid_file.as_deref(),
         console_socket: args.console_socket.as_deref(),
+        attach_terminal: false,
         no_pivot: args.no_pivot,
+        no_new_keyring: args.no_new_keyring,
+        pidfd_socket: args.pidfd_socket.as_deref(),
         preserve_fds: args.preserve_fds,
     }
 }

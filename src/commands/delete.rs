@@ -5,6 +5,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::cli::{Cli, DeleteArgs};
 use crate::error::{Error, Result};
+use crate::hooks;
 use crate::linux::cgroups::Cgroup;
 use crate::state::{status_of, ContainerDir, State, Status};
 
@@ -44,7 +45,13 @@ pub fn destroy(dir: ContainerDir, state: &State, status: Status) -> Result<()> {
         }
     }
     cgroup.destroy()?;
-    dir.remove()
+    dir.remove()?;
+    hooks::run_warn(
+        "poststop",
+        state.hooks_of(|h| h.poststop()),
+        &state.hook_state("stopped"),
+    );
+    Ok(())
 }
 
 /// SIGKILL to the init (in a pid namespace of its own that takes every process with it), then

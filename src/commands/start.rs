@@ -3,18 +3,19 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use crate::cli::Cli;
 use crate::error::{Context, Error, Result};
-use crate::state::{status_of, ContainerDir, Status};
+use crate::hooks;
+use crate::state::{status_of, ContainerDir, State, Status};
 
 pub fn run(cli: &Cli, id: &str) -> Result<i32> {
     let dir = ContainerDir::open(&cli.root, id)?;
     let state = dir.load()?;
-    start(&dir, status_of(&dir, &state))?;
+    start(&dir, &state, status_of(&dir, &state))?;
     Ok(0)
 }
 
 /// Releases the init blocked on the exec fifo. Opening without blocking fails with ENXIO exactly
 /// when no init holds the fifo, so a dead init is reported instead of waited for.
-pub fn start(dir: &ContainerDir, status: Status) -> Result<()> {
+pub fn start(dir: &ContainerDir, state: &State, status: Status) -> Result<()> {
     if status != Status::Created {
         return Err(Error::invalid(format!(
             "cannot start container {:?}: it is {status}",
@@ -35,5 +36,11 @@ pub fn start(dir: &ContainerDir, status: Status) -> Result<()> {
         })?;
     f.write_all(b"0")
         .ctx(|| format!("writing {}", fifo.display()))?;
-    std::fs::remove_file(&fifo).ctx(|| format!("removing {}", fifo.display()))
+    std::fs::remove_file(&fifo).ctx(|| format!("removing {}", fifo.display()))?;
+    hooks::run_warn(
+        "poststart",
+        state.hooks_of(|h| h.poststart()),
+        &state.hook_state("running"),
+    );
+    Ok(())
 }

@@ -3,7 +3,9 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::{kill, Signal};
@@ -15,8 +17,10 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
 use super::init;
 use super::sync::{Channel, Message};
 use crate::error::{Context, Error, Result};
+use crate::hooks;
 use crate::linux::cgroups::{self, Cgroup};
 use crate::linux::namespaces::{self, ForChildren};
+use crate::linux::terminal;
 use crate::spec::Bundle;
 use crate::state::{self, ContainerDir, State};
 
@@ -26,14 +30,21 @@ pub struct CreateOptions<'a> {
     pub bundle: &'a Path,
     pub pid_file: Option<&'a Path>,
     pub console_socket: Option<&'a Path>,
+    /// `run` in the foreground: a terminal, if the spec asks for one, comes back to us.
+    pub attach_terminal: bool,
     pub no_pivot: bool,
+    pub no_new_keyring: bool,
     pub preserve_fds: u32,
+    /// A unix socket that receives a pidfd of the init (--pidfd-socket).
+    pub pidfd_socket: Option<&'a Path>,
 }
 
 /// A container in the "created" state; its init is a child of this process.
 pub struct Created {
     pub dir: ContainerDir,
     pub state: State,
+    /// The pty master, when the terminal was requested in attach mode.
+    pub terminal: Option<OwnedFd>,
 }
 
 /// Undoes a half-done create in reverse order, unless disarmed.
@@ -66,11 +77,26 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         .process()
         .as_ref()
         .ok_or_else(|| Error::invalid("process: missing"))?;
-    if process.terminal().unwrap_or(false) || opts.console_socket.is_some() {
-        return Err(Error::invalid(
-            "process.terminal: terminals and --console-socket are not supported yet; set \"terminal\": false",
-        ));
-    }
+    let wants_terminal = process.terminal().unwrap_or(false);
+    // (the init's end, our end in attach mode)
+    let (console, console_back) =
+        match (wants_terminal, opts.console_socket) {
+            (false, None) => (None, None),
+            (false, Some(path)) => {
+                return Err(Error::invalid(format!(
+                    "--console-socket {} given but process.terminal is false",
+                    path.display()
+                )))
+            }
+            (true, Some(path)) => (Some(terminal::connect(path)?), None),
+            (true, None) if opts.attach_terminal => {
+                let (a, b) = UnixStream::pair().ctx(|| "socketpair for the terminal")?;
+                (Some(a), Some(b))
+            }
+            (true, None) => return Err(Error::invalid(
+                "process.terminal is true: --console-socket is required to receive the terminal",
+            )),
+        };
 
     let dir = ContainerDir::create(opts.root, opts.id)?;
     let mut undo = Undo {
@@ -97,7 +123,10 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     let init_opts = init::InitOptions {
         fifo: &fifo,
         no_pivot: opts.no_pivot,
+        no_new_keyring: opts.no_new_keyring,
         preserve_fds: opts.preserve_fds.max(listen_fds),
+        console,
+        id: opts.id,
         extra_env: if listen_fds > 0 {
             vec![format!("LISTEN_FDS={listen_fds}"), "LISTEN_PID=1".into()]
         } else {
@@ -120,6 +149,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     };
     undo.child = Some(pid);
     drop(child_end);
+    drop(init_opts);
     for_children.leave()?;
 
     if bundle.creates_namespace(LinuxNamespaceType::User) {
@@ -135,15 +165,9 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         .map(|cg| cg.enter_and_apply(pid, &resources))
         .transpose()?;
 
-    to_child.send(&Message::Go)?;
-    match to_child.recv()? {
-        Some(Message::Ready) => {}
-        Some(Message::Failed(msg)) => return Err(Error::invalid(msg)),
-        _ => return Err(Error::invalid("the container init exited during set-up")),
-    }
-
+    // The start time is read now, while the init surely lives (it waits for Go).
     let pid_start_time = state::process_start_time(pid)
-        .ok_or_else(|| Error::invalid("the container init exited during set-up"))?;
+        .ok_or_else(|| Error::invalid("the container init died during set-up"))?;
     let state = State {
         oci_version: bundle.spec.version().clone(),
         id: opts.id.to_string(),
@@ -156,7 +180,30 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         cgroup_path,
         own_pid_namespace: bundle.creates_namespace(LinuxNamespaceType::Pid),
+        hooks: bundle.spec.hooks().clone(),
     };
+    // The namespaces exist, nothing is mounted yet: the runtime-namespace hooks' moment.
+    let creating = state.hook_state("creating");
+    hooks::run("prestart", state.hooks_of(|h| h.prestart()), &creating)?;
+    hooks::run(
+        "createRuntime",
+        state.hooks_of(|h| h.create_runtime()),
+        &creating,
+    )?;
+
+    to_child.send(&Message::Go)?;
+    match to_child.recv()? {
+        Some(Message::Ready) => {}
+        Some(Message::Failed(msg)) => return Err(Error::invalid(msg)),
+        _ => return Err(Error::invalid("the container init exited during set-up")),
+    }
+    let terminal = console_back
+        .map(|sock| sys::recv_fd(sock.as_fd()).map(|(fd, _)| fd))
+        .transpose()
+        .ctx(|| "receiving the terminal from the init")?;
+    if let Some(path) = opts.pidfd_socket {
+        send_pidfd(path, pid)?;
+    }
     let dir = undo
         .dir
         .take()
@@ -170,7 +217,20 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     }
     undo.child = None;
     undo.cgroup = None;
-    Ok(Created { dir, state })
+    Ok(Created {
+        dir,
+        state,
+        terminal,
+    })
+}
+
+/// --pidfd-socket: a pidfd of the init for the caller (containerd uses it to watch the init
+/// without pid races).
+pub fn send_pidfd(path: &Path, pid: i32) -> Result<()> {
+    let sock = UnixStream::connect(path).ctx(|| format!("--pidfd-socket {}", path.display()))?;
+    let pidfd = sys::pidfd_open(pid).ctx(|| format!("pidfd_open {pid}"))?;
+    sys::send_fd(sock.as_fd(), b"", pidfd.as_fd())
+        .ctx(|| format!("--pidfd-socket {}", path.display()))
 }
 
 /// LISTEN_FDS from systemd socket activation is passed on to the container, as runc does.

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use nix::sys::prctl;
@@ -16,21 +17,31 @@ use oci_spec::runtime::LinuxNamespaceType;
 use super::launch::{self, Launch};
 use super::sync::{Channel, Message};
 use crate::error::{Context, Error, Result};
-use crate::linux::{process, rootfs};
+use crate::hooks;
+use crate::linux::{process, rootfs, terminal};
 use crate::spec::Bundle;
 
 pub struct InitOptions<'a> {
+    pub id: &'a str,
     pub fifo: &'a Path,
     pub no_pivot: bool,
+    pub no_new_keyring: bool,
     pub preserve_fds: u32,
     pub extra_env: Vec<String>,
+    /// Where the pty master goes when process.terminal is set.
+    pub console: Option<UnixStream>,
 }
 
 /// What is left to do after `start`: only the exec.
 struct Prepared {
     fifo: File,
     launch: Launch,
+    start_container: Vec<oci_spec::runtime::Hook>,
+    start_state: Vec<u8>,
 }
+
+static NO_ANNOTATIONS: std::sync::LazyLock<std::collections::HashMap<String, String>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// Runs the init; never returns.
 pub fn run(mut channel: Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> ! {
@@ -76,6 +87,12 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
         .process()
         .as_ref()
         .ok_or_else(|| Error::invalid("process: missing"))?;
+    if !opts.no_new_keyring {
+        // Errors are ignored as runc does: keyrings may be disabled or restricted by seccomp.
+        if let Ok(name) = std::ffi::CString::new(opts.id) {
+            let _ = sys::join_session_keyring(&name);
+        }
+    }
     let cgroup_binds = crate::linux::mounts::cgroup_binds();
     crate::linux::namespaces::join_and_unshare(bundle)?;
     if bundle.has_namespace(LinuxNamespaceType::User) {
@@ -94,7 +111,31 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
     }
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
 
-    rootfs::prepare(bundle, opts.no_pivot, &cgroup_binds)?;
+    // Our pid as the host sees it, for the hooks' state (the host /proc is still mounted).
+    let host_pid = std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0);
+    let hook_state = |status| hooks::HookState {
+        oci_version: spec.version(),
+        id: opts.id,
+        status,
+        pid: host_pid,
+        bundle: &bundle.dir,
+        annotations: spec.annotations().as_ref().unwrap_or(&NO_ANNOTATIONS),
+    };
+    let spec_hooks = spec.hooks().clone().unwrap_or_default();
+    rootfs::prepare(bundle, opts.no_pivot, &cgroup_binds, || {
+        let create_container = spec_hooks.create_container().as_deref().unwrap_or_default();
+        hooks::run("createContainer", create_container, &hook_state("creating"))
+    })?;
+    if let Some(console) = &opts.console {
+        let size = process
+            .console_size()
+            .as_ref()
+            .map(|b| (b.height() as u16, b.width() as u16));
+        terminal::setup(console, size, process.user().uid())?;
+    }
     if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         process::apply_sysctls(sysctl.iter())?;
     }
@@ -110,7 +151,14 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
     )?;
     prctl::set_pdeathsig(None).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
 
-    Ok(Prepared { fifo, launch })
+    let start_container = spec_hooks.start_container().clone().unwrap_or_default();
+    let start_state = serde_json::to_vec(&hook_state("created")).unwrap_or_default();
+    Ok(Prepared {
+        fifo,
+        launch,
+        start_container,
+        start_state,
+    })
 }
 
 /// Waits for `start`, then execs. Returns only on failure.
@@ -121,5 +169,9 @@ fn exec(mut p: Prepared) -> Error {
         _ => return Error::invalid("the exec fifo closed before start"),
     }
     drop(p.fifo);
+    // startContainer hooks run here, in the container, between `start` and the user process.
+    if let Err(e) = hooks::run_raw("startContainer", &p.start_container, &p.start_state) {
+        return e;
+    }
     p.launch.exec()
 }

@@ -2,6 +2,8 @@
 //! between them.
 
 pub mod create;
+pub mod exec;
+pub mod foreground;
 pub mod init;
 pub mod launch;
 pub mod sync;

@@ -1,6 +1,8 @@
-//! The container's cgroup, behind one small interface over libcgroups (v2, v1, and hybrid hosts,
-//! which libcgroups treats as v1).
+//! The container's cgroup, behind one small interface: on v1 and hybrid hosts the everyday
+//! operations go straight to cgroupfs (cgroupfs.rs) and libcgroups' manager is built only for
+//! resource limits; on v2 libcgroups does everything.
 
+use std::cell::OnceCell;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -11,13 +13,17 @@ use libcgroups::common::{
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
+use super::cgroupfs::Hierarchies;
 use crate::error::{Error, Result};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 pub struct Cgroup {
     pub path: PathBuf,
-    manager: AnyCgroupManager,
+    id: String,
+    /// The container's directories on a v1 (or hybrid) host.
+    v1: Option<Hierarchies>,
+    manager: OnceCell<AnyCgroupManager>,
 }
 
 /// The absolute cgroup path for a container: `linux.cgroupsPath` as given when absolute, else
@@ -53,32 +59,59 @@ pub fn is_unified() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
-fn manager(path: &Path, id: &str) -> Result<AnyCgroupManager> {
-    create_cgroup_manager(CgroupConfig {
-        cgroup_path: path.to_path_buf(),
-        systemd_cgroup: false,
-        container_name: id.to_string(),
-    })
-    .map_err(|e| Error::invalid(format!("cgroup {}: {e}", path.display())))
-}
-
 impl Cgroup {
     pub fn new(path: PathBuf, id: &str) -> Result<Self> {
-        let manager = manager(&path, id)?;
-        Ok(Cgroup { path, manager })
+        let v1 = if is_unified() {
+            None
+        } else {
+            Some(Hierarchies::discover(&path)?)
+        };
+        Ok(Cgroup {
+            path,
+            id: id.to_string(),
+            v1,
+            manager: OnceCell::new(),
+        })
+    }
+
+    /// libcgroups' manager, built on first use (it costs a mountinfo read per controller).
+    fn manager(&self) -> Result<&AnyCgroupManager> {
+        if self.manager.get().is_none() {
+            let m = create_cgroup_manager(CgroupConfig {
+                cgroup_path: self.path.clone(),
+                systemd_cgroup: false,
+                container_name: self.id.clone(),
+            })
+            .map_err(|e| self.err(&e))?;
+            let _ = self.manager.set(m);
+        }
+        self.manager
+            .get()
+            .ok_or_else(|| Error::invalid("cgroup manager unavailable"))
+    }
+
+    fn err(&self, e: &dyn std::fmt::Display) -> Error {
+        Error::invalid(format!("cgroup {}: {e}", self.path.display()))
     }
 
     /// Moves `pid` into the cgroup (creating it) and applies the resources. On v1 the
-    /// controller directories exist only after `add_task`, so the order matters.
+    /// directories must exist before limits can be written, so the order matters.
     pub fn enter_and_apply(&self, pid: i32, resources: &LinuxResources) -> Result<()> {
-        let ctx = |e: &dyn std::fmt::Display| {
-            Error::invalid(format!("cgroup {}: {e}", self.path.display()))
-        };
-        self.manager
-            .add_task(Pid::from_raw(pid))
-            .map_err(|e| ctx(&e))?;
+        let mut rest = resources.clone();
+        if let Some(h) = &self.v1 {
+            h.enter(pid)?;
+            h.apply_devices(resources.devices().as_deref().unwrap_or_default())?;
+            rest.set_devices(None);
+            if !needs_manager(&rest) {
+                return Ok(());
+            }
+        } else {
+            self.manager()?
+                .add_task(Pid::from_raw(pid))
+                .map_err(|e| self.err(&e))?;
+        }
         let opts = ControllerOpt {
-            resources,
+            resources: &rest,
             disable_oom_killer: resources
                 .memory()
                 .as_ref()
@@ -87,34 +120,67 @@ impl Cgroup {
             oom_score_adj: None,
             freezer_state: None,
         };
-        self.manager.apply(&opts).map_err(|e| ctx(&e))
+        self.manager()?.apply(&opts).map_err(|e| self.err(&e))
+    }
+
+    /// Moves `pid` into the (existing) cgroup without touching its limits: for `exec`.
+    pub fn enter(&self, pid: i32) -> Result<()> {
+        match &self.v1 {
+            Some(h) => h.enter(pid),
+            None => self
+                .manager()?
+                .add_task(Pid::from_raw(pid))
+                .map_err(|e| self.err(&e)),
+        }
     }
 
     pub fn pids(&self) -> Result<Vec<i32>> {
-        self.manager
-            .get_all_pids()
-            .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
-            .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))
+        match &self.v1 {
+            Some(h) => h.pids(),
+            None => self
+                .manager()?
+                .get_all_pids()
+                .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
+                .map_err(|e| self.err(&e)),
+        }
     }
 
     /// Freezes (or thaws) every process in the cgroup; returns once the kernel reports it done.
     pub fn freeze(&self, frozen: bool) -> Result<()> {
+        if let Some(h) = &self.v1 {
+            return h.freeze(frozen);
+        }
         let state = if frozen {
             FreezerState::Frozen
         } else {
             FreezerState::Thawed
         };
-        self.manager
+        self.manager()?
             .freeze(state)
             .map_err(|e| Error::invalid(format!("freezing cgroup {}: {e}", self.path.display())))
     }
 
-    /// Removes the cgroup, killing anything still in it (libcgroups retries while busy).
+    /// Removes the cgroup, killing anything still in it.
     pub fn destroy(self) -> Result<()> {
-        self.manager
+        if let Some(h) = &self.v1 {
+            return h.remove();
+        }
+        self.manager()?
             .remove()
             .map_err(|e| Error::invalid(format!("removing cgroup {}: {e}", self.path.display())))
     }
+}
+
+/// Whether any limit beyond device rules is asked for (only then is libcgroups' manager built).
+fn needs_manager(r: &LinuxResources) -> bool {
+    r.memory().is_some()
+        || r.cpu().is_some()
+        || r.pids().is_some()
+        || r.block_io().is_some()
+        || r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+        || r.network().is_some()
+        || r.rdma().as_ref().is_some_and(|h| !h.is_empty())
+        || r.unified().as_ref().is_some_and(|h| !h.is_empty())
 }
 
 /// The device rules the container's cgroup gets: the spec's own, then the default devices and

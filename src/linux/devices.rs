@@ -13,10 +13,10 @@ use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
 use super::mounts::{open_in_root, open_or_create_in_root, Kind};
 use crate::error::{Context, Error, Result};
 
-/// (major, minor) of null, zero, full, random, urandom, tty.
+/// (major, minor) of null, random, full, tty, zero, urandom (runc's order).
 pub const DEFAULT_DEVICE_NUMBERS: [(i64, i64); 6] =
-    [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)];
-const DEFAULT_DEVICE_NAMES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+    [(1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9)];
+const DEFAULT_DEVICE_NAMES: [&str; 6] = ["null", "random", "full", "tty", "zero", "urandom"];
 
 struct Node<'a> {
     path: &'a Path,

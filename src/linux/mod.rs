@@ -1,6 +1,7 @@
 //! One kernel concern per module; the container code composes them.
 
 pub mod capabilities;
+pub mod cgroupfs;
 pub mod cgroups;
 pub mod devices;
 pub mod mounts;
@@ -8,3 +9,4 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod signals;
+pub mod terminal;

@@ -73,7 +73,7 @@ pub fn open_or_create_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> 
                 .create(true)
                 .truncate(false)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .mode(0o644)
+                .mode(0o755) // as runc: a mount-point file is made like a directory
                 .open(&target)
                 .map(drop)
         } else {
@@ -142,61 +142,103 @@ const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x200000;
 const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 
+/// Options that set or clear mount(2) flags: (name, set, cleared).
+const FLAG_OPTIONS: &[(&str, MsFlags, MsFlags)] = &[
+    ("defaults", MsFlags::empty(), MsFlags::empty()),
+    ("ro", MsFlags::MS_RDONLY, MsFlags::empty()),
+    ("rw", MsFlags::empty(), MsFlags::MS_RDONLY),
+    ("nosuid", MsFlags::MS_NOSUID, MsFlags::empty()),
+    ("suid", MsFlags::empty(), MsFlags::MS_NOSUID),
+    ("nodev", MsFlags::MS_NODEV, MsFlags::empty()),
+    ("dev", MsFlags::empty(), MsFlags::MS_NODEV),
+    ("noexec", MsFlags::MS_NOEXEC, MsFlags::empty()),
+    ("exec", MsFlags::empty(), MsFlags::MS_NOEXEC),
+    ("sync", MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+    ("async", MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+    ("dirsync", MsFlags::MS_DIRSYNC, MsFlags::empty()),
+    ("remount", MsFlags::MS_REMOUNT, MsFlags::empty()),
+    ("mand", MsFlags::MS_MANDLOCK, MsFlags::empty()),
+    ("nomand", MsFlags::empty(), MsFlags::MS_MANDLOCK),
+    ("atime", MsFlags::empty(), MsFlags::MS_NOATIME),
+    ("noatime", MsFlags::MS_NOATIME, MsFlags::empty()),
+    ("diratime", MsFlags::empty(), MsFlags::MS_NODIRATIME),
+    ("nodiratime", MsFlags::MS_NODIRATIME, MsFlags::empty()),
+    ("relatime", MsFlags::MS_RELATIME, MsFlags::empty()),
+    ("norelatime", MsFlags::empty(), MsFlags::MS_RELATIME),
+    ("strictatime", MsFlags::MS_STRICTATIME, MsFlags::empty()),
+    ("nostrictatime", MsFlags::empty(), MsFlags::MS_STRICTATIME),
+    ("lazytime", MsFlags::MS_LAZYTIME, MsFlags::empty()),
+    ("nolazytime", MsFlags::empty(), MsFlags::MS_LAZYTIME),
+    ("iversion", MsFlags::MS_I_VERSION, MsFlags::empty()),
+    ("noiversion", MsFlags::empty(), MsFlags::MS_I_VERSION),
+    ("silent", MsFlags::MS_SILENT, MsFlags::empty()),
+    ("loud", MsFlags::empty(), MsFlags::MS_SILENT),
+    ("nosymfollow", MS_NOSYMFOLLOW, MsFlags::empty()),
+    ("symfollow", MsFlags::empty(), MS_NOSYMFOLLOW),
+    ("bind", MsFlags::MS_BIND, MsFlags::empty()),
+    (
+        "rbind",
+        MsFlags::MS_BIND.union(MsFlags::MS_REC),
+        MsFlags::empty(),
+    ),
+];
+
 pub fn parse_options(options: &[String]) -> MountOptions {
     let mut o = MountOptions::default();
     for opt in options {
-        let (set, clear): (MsFlags, MsFlags) = match opt.as_str() {
-            "defaults" => (MsFlags::empty(), MsFlags::empty()),
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty()),
-            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
-            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
-            "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
-            "iversion" => (MsFlags::MS_I_VERSION, MsFlags::empty()),
-            "noiversion" => (MsFlags::empty(), MsFlags::MS_I_VERSION),
-            "silent" => (MsFlags::MS_SILENT, MsFlags::empty()),
-            "loud" => (MsFlags::empty(), MsFlags::MS_SILENT),
-            "nosymfollow" => (MS_NOSYMFOLLOW, MsFlags::empty()),
-            "symfollow" => (MsFlags::empty(), MS_NOSYMFOLLOW),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            other => {
-                if let Some(p) = propagation_flags(other) {
-                    o.propagation.push(p);
-                } else if let Some((set, clear)) = recursive_attr(other) {
-                    o.recursive.set |= set;
-                    o.recursive.clear |= clear;
-                } else {
-                    o.data.push(other.to_string());
-                }
-                continue;
-            }
-        };
-        o.flags |= set;
-        o.flags &= !clear;
-        o.cleared |= clear;
+        if let Some((_, set, clear)) = FLAG_OPTIONS.iter().find(|(n, _, _)| n == opt) {
+            o.flags |= *set;
+            o.flags &= !*clear;
+            o.cleared |= *clear;
+        } else if let Some(p) = propagation_flags(opt) {
+            o.propagation.push(p);
+        } else if let Some((set, clear)) = recursive_attr(opt) {
+            o.recursive.set |= set;
+            o.recursive.clear |= clear;
+        } else {
+            o.data.push(opt.clone());
+        }
     }
     o
 }
+
+/// Every option name the runtime understands itself (the rest go to the filesystem as data):
+/// for `features`.
+pub fn known_options() -> Vec<&'static str> {
+    let mut names: Vec<&str> = FLAG_OPTIONS.iter().map(|(n, _, _)| *n).collect();
+    names.extend(PROPAGATION_OPTIONS);
+    names.extend(RECURSIVE_OPTIONS);
+    names
+}
+
+const PROPAGATION_OPTIONS: [&str; 8] = [
+    "private",
+    "rprivate",
+    "shared",
+    "rshared",
+    "slave",
+    "rslave",
+    "unbindable",
+    "runbindable",
+];
+
+const RECURSIVE_OPTIONS: [&str; 15] = [
+    "rro",
+    "rrw",
+    "rnosuid",
+    "rsuid",
+    "rnodev",
+    "rdev",
+    "rnoexec",
+    "rexec",
+    "rnodiratime",
+    "rdiratime",
+    "rrelatime",
+    "rnoatime",
+    "rstrictatime",
+    "rnosymfollow",
+    "rsymfollow",
+];
 
 /// The `r*` options (rro, rnosuid, ...) that only mount_setattr(AT_RECURSIVE) can apply.
 fn recursive_attr(opt: &str) -> Option<(u64, u64)> {
@@ -371,7 +413,8 @@ fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Resul
         }
         let src = ctx
             .cgroup_binds
-            .first()
+            .iter()
+            .find(|b| b.unified)
             .map(|b| b.source.as_path())
             .unwrap_or(Path::new("/sys/fs/cgroup"));
         return bind_at(ctx, &dest, m.destination(), src, flags | hardening);
@@ -384,21 +427,12 @@ fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Resul
         Some("mode=755"),
     )
     .ctx(|| "tmpfs for the cgroup hierarchies")?;
-    for bind in ctx.cgroup_binds {
+    // The tmpfs itself stays writable and the unified hierarchy of a hybrid host is left out,
+    // as runc does: each v1 hierarchy is a read-only (per `options`) bind of its own.
+    for bind in ctx.cgroup_binds.iter().filter(|b| !b.unified) {
         let sub = m.destination().join(&bind.name);
         let target = open_or_create_in_root(ctx.root, &sub, Kind::Dir)?;
         bind_at(ctx, &target, &sub, &bind.source, flags | hardening)?;
-    }
-    if flags.contains(MsFlags::MS_RDONLY) {
-        let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
-        mount(
-            None::<&str>,
-            fd_path(&mounted).as_str(),
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | hardening,
-            Some("mode=755"),
-        )
-        .ctx(|| "read-only cgroup tmpfs")?;
     }
     Ok(())
 }
@@ -427,6 +461,7 @@ fn bind_at(
 pub struct CgroupBind {
     pub name: String,
     pub source: PathBuf,
+    pub unified: bool,
 }
 
 /// Reads the host's view of the init's cgroups; called before the cgroup namespace is entered,
@@ -481,7 +516,35 @@ pub fn cgroup_binds() -> Vec<CgroupBind> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        binds.push(CgroupBind { name, source });
+        binds.push(CgroupBind {
+            name,
+            source,
+            unified: fstype == "cgroup2",
+        });
     }
     binds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_option_is_understood_by_the_parser() {
+        for name in known_options() {
+            let o = parse_options(&[name.to_string()]);
+            assert!(o.data.is_empty(), "{name} would be passed as fs data");
+        }
+    }
+
+    #[test]
+    fn options_set_and_clear_flags_in_order() {
+        let o = parse_options(&["ro".into(), "rw".into(), "nosuid".into(), "size=1m".into()]);
+        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+        assert!(o.flags.contains(MsFlags::MS_NOSUID));
+        assert_eq!(o.data, vec!["size=1m".to_string()]);
+        let r = parse_options(&["rro".into(), "rnoatime".into()]);
+        assert_eq!(r.recursive.set, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME);
+        assert_eq!(r.recursive.clear, MOUNT_ATTR__ATIME);
+    }
 }

@@ -73,8 +73,22 @@ pub struct ForChildren {
 
 impl ForChildren {
     pub fn enter(bundle: &Bundle) -> Result<Self> {
+        let mut this = Self::join(&bundle.joined_namespaces)?;
+        if bundle.creates_namespace(LinuxNamespaceType::Time) {
+            let own = fs::File::open("/proc/self/ns/time_for_children")
+                .ctx(|| "/proc/self/ns/time_for_children")?;
+            let f = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+            this.restore.push((f, OwnedFd::from(own)));
+            unshare(f).ctx(|| "creating time namespace")?;
+            write_time_offsets(bundle)?;
+        }
+        Ok(this)
+    }
+
+    /// Enters the pid and time namespaces among `joined` for our next child.
+    pub fn join(joined: &[(LinuxNamespaceType, OwnedFd)]) -> Result<Self> {
         let mut restore = Vec::new();
-        for (kind, fd) in &bundle.joined_namespaces {
+        for (kind, fd) in joined {
             let (proc_name, f) = match kind {
                 LinuxNamespaceType::Pid => ("pid_for_children", CloneFlags::CLONE_NEWPID),
                 LinuxNamespaceType::Time => (
@@ -87,14 +101,6 @@ impl ForChildren {
                 .ctx(|| format!("/proc/self/ns/{proc_name}"))?;
             restore.push((f, OwnedFd::from(own)));
             setns(fd.as_fd(), f).ctx(|| format!("joining {kind} namespace"))?;
-        }
-        if bundle.creates_namespace(LinuxNamespaceType::Time) {
-            let own = fs::File::open("/proc/self/ns/time_for_children")
-                .ctx(|| "/proc/self/ns/time_for_children")?;
-            let f = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
-            restore.push((f, OwnedFd::from(own)));
-            unshare(f).ctx(|| "creating time namespace")?;
-            write_time_offsets(bundle)?;
         }
         Ok(ForChildren { restore })
     }
@@ -156,18 +162,53 @@ pub fn write_id_maps(pid: i32, uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -
 /// In the child: joins the namespaces given by path (the user namespace first, so that the
 /// others are joined with its privileges), then unshares what is left to create.
 pub fn join_and_unshare(bundle: &Bundle) -> Result<()> {
-    let order = |k: &LinuxNamespaceType| if *k == LinuxNamespaceType::User { 0 } else { 1 };
-    let mut joins: Vec<_> = bundle.joined_namespaces.iter().collect();
-    joins.sort_by_key(|(k, _)| order(k));
-    for (kind, fd) in joins {
-        if matches!(kind, LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
-            continue; // entered by the parent for the clone
-        }
-        setns(fd.as_fd(), flag(*kind)).ctx(|| format!("joining {kind} namespace"))?;
-    }
+    join_all(&bundle.joined_namespaces)?;
     let late = late_unshare_flags(bundle);
     if !late.is_empty() {
         unshare(late).ctx(|| "unsharing namespaces")?;
     }
     Ok(())
+}
+
+/// setns into each of `joined` but pid and time (those the parent entered for the clone).
+pub fn join_all(joined: &[(LinuxNamespaceType, OwnedFd)]) -> Result<()> {
+    let order = |k: &LinuxNamespaceType| u8::from(*k != LinuxNamespaceType::User);
+    let mut joins: Vec<_> = joined.iter().collect();
+    joins.sort_by_key(|(k, _)| order(k));
+    for (kind, fd) in joins {
+        if matches!(kind, LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
+            continue;
+        }
+        setns(fd.as_fd(), flag(*kind)).ctx(|| format!("joining {kind} namespace"))?;
+    }
+    Ok(())
+}
+
+/// The namespaces of a running process that differ from ours: what `exec` must join.
+pub fn of_process(pid: i32) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
+    use std::os::unix::fs::MetadataExt;
+    let kinds = [
+        (LinuxNamespaceType::User, "user"),
+        (LinuxNamespaceType::Mount, "mnt"),
+        (LinuxNamespaceType::Pid, "pid"),
+        (LinuxNamespaceType::Network, "net"),
+        (LinuxNamespaceType::Ipc, "ipc"),
+        (LinuxNamespaceType::Uts, "uts"),
+        (LinuxNamespaceType::Cgroup, "cgroup"),
+        (LinuxNamespaceType::Time, "time"),
+    ];
+    let mut out = Vec::new();
+    for (kind, name) in kinds {
+        let theirs = format!("/proc/{pid}/ns/{name}");
+        let Ok(file) = fs::File::open(&theirs) else {
+            continue; // a namespace type this kernel lacks
+        };
+        let ours = fs::metadata(format!("/proc/self/ns/{name}")).ok();
+        let meta = file.metadata().ctx(|| theirs.clone())?;
+        if ours.is_some_and(|o| o.ino() == meta.ino() && o.dev() == meta.dev()) {
+            continue;
+        }
+        out.push((kind, OwnedFd::from(file)));
+    }
+    Ok(out)
 }

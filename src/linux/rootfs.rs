@@ -22,7 +22,13 @@ fn root_propagation(spec: &Spec) -> Option<MsFlags> {
 }
 
 /// Everything from the fresh mount namespace up to and including pivot_root.
-pub fn prepare(bundle: &Bundle, no_pivot: bool, cgroup_binds: &[CgroupBind]) -> Result<()> {
+/// `before_pivot` runs once everything is mounted, before pivot_root (createContainer hooks).
+pub fn prepare(
+    bundle: &Bundle,
+    no_pivot: bool,
+    cgroup_binds: &[CgroupBind],
+    before_pivot: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     let spec = &bundle.spec;
     // Nothing the container mounts may propagate back to the host.
     let flag = root_propagation(spec).unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
@@ -67,6 +73,7 @@ pub fn prepare(bundle: &Bundle, no_pivot: bool, cgroup_binds: &[CgroupBind]) -> 
             .unwrap_or_default();
         devices::create_all(root.as_fd(), &devs, in_user_ns)?;
     }
+    before_pivot()?;
     enter_root(&bundle.rootfs, &root, no_pivot)
 }
 

@@ -6,11 +6,17 @@ mod clone;
 mod fs;
 mod misc;
 mod pidfd;
+mod scm;
+mod tty;
 
 pub use clone::{clone3, CloneResult};
 pub use fs::{close_range_cloexec, mount_setattr, openat2, MountAttr};
-pub use misc::{exit_now, namespace_type, reset_signal_dispositions, setdomainname};
+pub use misc::{
+    exit_now, join_session_keyring, namespace_type, reset_signal_dispositions, setdomainname,
+};
 pub use pidfd::{pidfd_open, pidfd_send_signal};
+pub use scm::{recv_fd, send_fd};
+pub use tty::{set_controlling_terminal, set_window_size, window_size};
 
 /// Errors are plain errno values; the runtime adds context (which path, which field) on top.
 pub type Result<T> = std::result::Result<T, std::io::Error>;

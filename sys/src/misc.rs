@@ -21,15 +21,28 @@ pub fn setdomainname(name: &str) -> Result<()> {
 }
 
 /// Puts every catchable signal back to SIG_DFL. The Rust runtime ignores SIGPIPE, and an ignored
-/// signal would survive execve into the container's process.
+/// signal would survive execve into the container's process. The raw syscall is used because
+/// glibc's sigaction refuses the two real-time signals it reserves (32 and 33), which a caller may
+/// also have left ignored.
 pub fn reset_signal_dispositions() {
-    for sig in 1..libc::SIGRTMAX() {
+    for sig in 1..=libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL runs no handler code; failures (invalid numbers) are harmless.
+        // The kernel's struct sigaction (handler, flags, restorer, 8-byte mask), all zero:
+        // SIG_DFL, no flags, empty mask.
+        let act = [0u64; 4];
+        // SAFETY: `act` is a readable buffer of the kernel's sigaction size that outlives the
+        // call; the old action is not requested; 8 is the kernel's sigset size. No handler code
+        // is installed.
         unsafe {
-            libc::signal(sig, libc::SIG_DFL);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                act.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
         }
     }
 }
@@ -39,4 +52,13 @@ pub fn reset_signal_dispositions() {
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and touches no memory of ours.
     unsafe { libc::_exit(code) }
+}
+
+/// keyctl(KEYCTL_JOIN_SESSION_KEYRING, name): gives the caller a new session keyring, so that a
+/// container does not share the host's (runc does this unless --no-new-keyring).
+pub fn join_session_keyring(name: &std::ffi::CStr) -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) })?;
+    Ok(())
 }

@@ -48,50 +48,10 @@ pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Applets linked to busybox in every rootfs.
 const APPLETS: &[&str] = &[
-    "sh",
-    "cat",
-    "echo",
-    "id",
-    "ls",
-    "grep",
-    "sleep",
-    "hostname",
-    "mount",
-    "umount",
-    "touch",
-    "readlink",
-    "stat",
-    "mknod",
-    "true",
-    "false",
-    "kill",
-    "ps",
-    "mkdir",
-    "rm",
-    "test",
-    "wc",
-    "head",
-    "tail",
-    "cut",
-    "sed",
-    "awk",
-    "env",
-    "pwd",
-    "tr",
-    "sort",
-    "printf",
-    "dd",
-    "ln",
-    "chmod",
-    "chown",
-    "sysctl",
-    "seq",
-    "uname",
-    "whoami",
-    "xargs",
-    "find",
-    "nproc",
-    "mountpoint",
+    "sh", "cat", "echo", "id", "ls", "grep", "sleep", "hostname", "mount", "umount", "touch",
+    "readlink", "stat", "mknod", "true", "false", "kill", "ps", "mkdir", "rm", "test", "wc",
+    "head", "tail", "cut", "sed", "awk", "env", "pwd", "tr", "sort", "printf", "dd", "ln", "chmod",
+    "chown", "sysctl", "seq", "uname", "whoami", "xargs", "find", "nproc",
 ];
 
 // ---------------------------------------------------------------------------
@@ -152,11 +112,22 @@ pub fn skip_unless_ours() -> bool {
     }
 }
 
-/// Checks `check` on a failure message only when the runtime is ours; for other
-/// runtimes it notes that the wording check was skipped.
+/// Checks `check` on a failure message (stderr) only when the runtime is ours;
+/// for other runtimes it notes that the wording check was skipped.
+#[track_caller]
 pub fn check_our_message(out: &Out, what: &str, check: impl FnOnce(&str) -> bool) {
     if is_ours() {
         assert!(check(&out.stderr), "stderr does not {what}:\n{out}");
+    } else {
+        eprintln!("skipped: runc-specific message ({what})");
+    }
+}
+
+/// Like [`check_our_message`], for any text (e.g. a log file).
+#[track_caller]
+pub fn check_our_text(text: &str, what: &str, check: impl FnOnce(&str) -> bool) {
+    if is_ours() {
+        assert!(check(text), "text does not {what}:\n{text}");
     } else {
         eprintln!("skipped: runc-specific message ({what})");
     }
@@ -679,7 +650,8 @@ fn dead_owner(name: &str) -> Option<u32> {
     if tail.is_empty() || pid == std::process::id() {
         return None;
     }
-    if Path::new(&format!("/proc/{pid}")).exists() {
+    // A killed test binary may linger as a zombie until it is reaped.
+    if pid_alive(pid.into()) {
         return None;
     }
     Some(pid)
@@ -1549,6 +1521,22 @@ pub fn cap_number(name: &str) -> Option<u32> {
         "CAP_CHECKPOINT_RESTORE",
     ];
     CAPS.iter().position(|c| *c == name).map(|p| p as u32)
+}
+
+/// The test process's own hard limit `label` (e.g. "Max open files") from
+/// /proc/self/limits; `u64::MAX` for unlimited.
+pub fn own_hard_limit(label: &str) -> u64 {
+    let text = fs::read_to_string("/proc/self/limits").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no {label:?} in /proc/self/limits"));
+    let hard = line[label.len()..].split_whitespace().nth(1).unwrap();
+    if hard == "unlimited" {
+        u64::MAX
+    } else {
+        hard.parse().unwrap()
+    }
 }
 
 /// Value of `Field:` in a /proc/<pid>/status text.
