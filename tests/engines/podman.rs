@@ -244,6 +244,39 @@ fn memory_pids_limits(rt: Rt) {
     p.remove_all_and_check();
 }
 
+scenario!(update);
+/// `podman update` (the runtime's `update --resources FILE`) changes the limits of a running
+/// container in place and leaves the others alone.
+fn update(rt: Rt) {
+    let p = Podman::new(rt);
+    let out = p.run(&[
+        "-d",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "77",
+        IMAGE,
+        "sleep",
+        "1000",
+    ]);
+    assert!(out.ok(), "{out}");
+    let id = out.stdout.trim().to_string();
+    let pid = p.pid(&id);
+    let mem = cgroup_file(pid, "memory", "memory.limit_in_bytes");
+    let shares = cgroup_file(pid, "cpu", "cpu.shares");
+    let pids = cgroup_file(pid, "pids", "pids.max");
+    assert_eq!(read_trimmed(&mem), "67108864", "{}", mem.display());
+
+    p.ok(&["update", "--memory", "96m", "--cpu-shares", "512", &id]);
+    assert_eq!(read_trimmed(&mem), "100663296", "{}", mem.display());
+    assert_eq!(read_trimmed(&shares), "512", "{}", shares.display());
+    assert_eq!(read_trimmed(&pids), "77", "{}", pids.display());
+    assert_eq!(p.inspect(&id, "{{.State.Status}}"), "running");
+
+    p.ok(&["rm", "--force", "--time", "0", &id]);
+    p.remove_all_and_check();
+}
+
 scenario!(user);
 /// `--user uid:gid` and `--group-add`: the process's ids, and the owner of what it creates.
 fn user(rt: Rt) {

@@ -54,6 +54,9 @@ pub struct Call {
     /// `None` while it runs (or if the wrapper was killed).
     pub exit: Option<i32>,
     pub millis: Option<u64>,
+    /// Files the engine handed over by path (`process.json`, `resources.json`), as the runtime
+    /// got them.
+    pub files: Vec<(String, String)>,
 }
 
 /// Global runc flags that take a value as the next argument.
@@ -195,8 +198,9 @@ impl EngineDir {
         read_calls(&self.path("calls"))
     }
 
-    /// The invocations as shell lines, one per call.
-    pub fn call_log(&self) -> String {
+    /// The invocations as shell lines, one per call; with `files`, followed by the JSON files
+    /// the engine passed.
+    pub fn call_log(&self, files: bool) -> String {
         let calls = self.calls();
         if calls.is_empty() {
             return "(the engine did not call the runtime)\n".into();
@@ -205,6 +209,11 @@ impl EngineDir {
         for c in calls {
             s.push_str(&c.display());
             s.push('\n');
+            if files {
+                for (name, text) in &c.files {
+                    s.push_str(&format!("  # {name}: {}\n", text.trim()));
+                }
+            }
         }
         s
     }
@@ -332,7 +341,7 @@ impl EngineDir {
             problems.is_empty(),
             "debris after the scenario:\n{}\nruntime calls:\n{}",
             problems.join("\n"),
-            self.call_log()
+            self.call_log(false)
         );
         assert!(
             !created.is_empty(),
@@ -354,15 +363,18 @@ impl EngineDir {
 
 impl Drop for EngineDir {
     fn drop(&mut self) {
-        let log = self.call_log();
         if std::thread::panicking() {
-            eprintln!("--- runtime calls of {} ---\n{log}", self.test);
+            eprintln!(
+                "--- runtime calls of {} ---\n{}",
+                self.test,
+                self.call_log(false)
+            );
         }
         if let Some(d) = std::env::var_os("LXCRI_ENGINES_CALLS") {
             let d = PathBuf::from(d);
             let _ = fs::create_dir_all(&d);
             let file = d.join(format!("{}.log", self.test.replace("::", ".")));
-            let _ = fs::write(file, &log);
+            let _ = fs::write(file, self.call_log(true));
         }
         teardown(&self.dir, &self.name);
     }
@@ -512,7 +524,19 @@ fn read_calls(dir: &Path) -> Vec<Call> {
                 },
                 _ => None,
             };
-            Some(Call { argv, exit, millis })
+            let files = ["process", "resources"]
+                .iter()
+                .filter_map(|k| {
+                    let text = fs::read_to_string(dir.join(format!("{n}.{k}.json"))).ok()?;
+                    Some((format!("{k}.json"), text))
+                })
+                .collect();
+            Some(Call {
+                argv,
+                exit,
+                millis,
+                files,
+            })
         })
         .collect()
 }
@@ -528,6 +552,13 @@ fn write_wrapper(path: &Path, calls: &Path, runtime: &Path) {
 t0=${{EPOCHREALTIME/./}}
 rec={calls}/$t0-$$
 printf '%s\0' "$@" >"$rec.argv"
+# Keep the process.json (exec) and resources (update) the engine handed over; it may delete them.
+prev=
+for a in "$@"; do
+  case $prev in --process|--resources) [ "$a" = - ] || cp -- "$a" "$rec.${{prev#--}}.json" 2>/dev/null ;; esac
+  case $a in --process=*|--resources=*) f=${{a#*=}}; n=${{a%%=*}}; cp -- "$f" "$rec.${{n#--}}.json" 2>/dev/null ;; esac
+  prev=$a
+done
 {runtime} "$@"
 rc=$?
 echo "$rc $t0 ${{EPOCHREALTIME/./}}" >"$rec.rc"
