@@ -434,3 +434,100 @@ fn pod(rt: Rt) {
     p.ok(&["pod", "rm", &pod]);
     p.remove_all_and_check();
 }
+
+scenario!(hooks);
+/// OCI hooks podman puts in the spec (from its hooks dir): the runtime runs those of the runtime
+/// namespace — prestart, createRuntime, poststart, poststop — in that order, each with the
+/// container's state on stdin (its id, pid and the status at that point).
+fn hooks(rt: Rt) {
+    let p = Podman::new(rt);
+    let log = p.env.path("hooks.log");
+    // Each call appends "<stage> <state JSON>" as one line.
+    let hook = serde_json::json!({
+        "version": "1.0.0",
+        "hook": {
+            "path": "/bin/sh",
+            "args": ["sh", "-c", "{ printf '%s ' \"$1\"; cat; echo; } >> \"$2\"", "sh"],
+        },
+        "when": { "always": true },
+        "stages": [],
+    });
+    for stage in ["prestart", "createRuntime", "poststart", "poststop"] {
+        let mut h = hook.clone();
+        h["hook"]["args"]
+            .as_array_mut()
+            .expect("args")
+            .extend([stage.into(), log.to_string_lossy().into()]);
+        h["stages"] = serde_json::json!([stage]);
+        std::fs::write(
+            p.conf.hooks_dir().join(format!("{stage}.json")),
+            h.to_string(),
+        )
+        .expect("write hook");
+    }
+    let out = p.run(&["--rm", IMAGE, "echo", "hooked"]);
+    assert!(out.ok(), "{out}");
+    assert_eq!(out.stdout.trim(), "hooked", "{out}");
+    let id = p
+        .env
+        .created()
+        .first()
+        .map(|(_, id)| id.clone())
+        .expect("a created container");
+
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let calls: Vec<(String, serde_json::Value)> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (stage, state) = l.split_once(' ').unwrap_or((l, ""));
+            let state = serde_json::from_str(state)
+                .unwrap_or_else(|e| panic!("{stage}: state on stdin is not JSON ({e}): {state:?}"));
+            (stage.to_string(), state)
+        })
+        .collect();
+    let stages: Vec<&str> = calls.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        stages,
+        ["prestart", "createRuntime", "poststart", "poststop"],
+        "hook order; log:\n{text}"
+    );
+    let runc_1_1 = crate::common::host_cmd(crate::common::RUNC, &["--version"])
+        .stdout
+        .starts_with("runc version 1.1.");
+    for (stage, state) in &calls {
+        assert_eq!(state["id"], id.as_str(), "{stage}: {state}");
+        let want = match stage.as_str() {
+            // The create operation has not finished yet (runtime-spec: "creating").
+            "prestart" | "createRuntime" => "creating",
+            // runc 1.1 runs them before it records "running"; the spec wants "running".
+            "poststart" if rt == Rt::Runc && runc_1_1 => "created",
+            "poststart" => "running",
+            _ => "stopped",
+        };
+        assert_eq!(state["status"], want, "{stage}: {state}");
+        if stage != "poststop" {
+            assert!(state["pid"].as_i64().unwrap_or(0) > 0, "{stage}: {state}");
+        }
+    }
+    p.remove_all_and_check();
+}
+
+scenario!(failing_hook);
+/// A failing createRuntime hook fails `podman run` with the runtime's error, and the runtime
+/// destroys what it made: nothing is left after podman's cleanup.
+fn failing_hook(rt: Rt) {
+    let p = Podman::new(rt);
+    let hook = serde_json::json!({
+        "version": "1.0.0",
+        "hook": { "path": "/bin/sh", "args": ["sh", "-c", "echo hook-says-no >&2; exit 3"] },
+        "when": { "always": true },
+        "stages": ["createRuntime"],
+    });
+    std::fs::write(p.conf.hooks_dir().join("fail.json"), hook.to_string()).expect("write hook");
+    let out = p.run(&["--rm", IMAGE, "echo", "must-not-run"]);
+    assert!(out.code > 0, "podman run should fail:\n{out}");
+    assert!(!out.stdout.contains("must-not-run"), "{out}");
+    assert!(out.stderr.contains("hook"), "the error should name the hook:\n{out}");
+    p.remove_all_and_check();
+}

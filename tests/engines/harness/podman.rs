@@ -65,6 +65,8 @@ tmp_dir = {libpod_tmp}
 static_dir = {static_dir}
 volume_path = {volumes}
 image_copy_tmp_dir = {tmp}
+# Empty unless a scenario puts OCI hook definitions there.
+hooks_dir = [{hooks}]
 
 [engine.runtimes]
 {name:?} = [{runtime}]
@@ -79,7 +81,9 @@ network_config_dir = {net}
             tmp = q(&tmp),
             runtime = q(runtime),
             net = q(&dir.join("net")),
+            hooks = q(&dir.join("hooks.d")),
         );
+        fs::create_dir_all(dir.join("hooks.d")).expect("create hooks dir");
         fs::write(&conf, text).expect("write containers.conf");
         PodmanConf {
             root,
@@ -118,6 +122,14 @@ network_config_dir = {net}
     /// onto itself (made private). It is podman's, not a container's.
     pub fn storage_mount(&self) -> PathBuf {
         self.root.join("overlay")
+    }
+
+    /// Where podman looks for OCI hook definitions (`*.json`).
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.root
+            .parent()
+            .expect("root has a parent")
+            .join("hooks.d")
     }
 }
 
