@@ -69,6 +69,16 @@ pub enum Command {
     Spec(SpecArgs),
     /// Print the features this runtime implements (runtime-spec features document)
     Features,
+    /// Freeze every process of a running container
+    Pause(IdArg),
+    /// Thaw a paused container
+    Resume(IdArg),
+    /// List the processes of a container
+    Ps(PsArgs),
+    /// Change the resource limits of a container while it runs
+    Update(Box<UpdateArgs>),
+    /// Print resource statistics and OOM events of a container
+    Events(EventsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -219,4 +229,83 @@ pub struct SpecArgs {
     /// Write a spec for a rootless container
     #[arg(long)]
     pub rootless: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Output format: `table` runs ps(1), `json` prints the container's host pids
+    #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+    pub id: String,
+    /// Arguments for ps(1) (default `-ef`), after the id or after `--`
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+/// runc's `update` flags; numbers stay strings here so that errors name the flag, as runc's do.
+#[derive(Args, Debug, Default)]
+pub struct UpdateArgs {
+    /// A runtime-spec LinuxResources JSON file, or `-` for stdin; the other flags are then ignored
+    #[arg(short, long, value_name = "FILE|-")]
+    pub resources: Option<String>,
+    /// Block IO weight (10-1000)
+    #[arg(long, allow_hyphen_values = true)]
+    pub blkio_weight: Option<String>,
+    /// CFS period in microseconds
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_period: Option<String>,
+    /// CFS quota in microseconds (-1: no limit)
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_quota: Option<String>,
+    /// CFS burst in microseconds
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_burst: Option<String>,
+    /// CPU shares (relative weight); runc spells it --cpu-share
+    #[arg(long, alias = "cpu-shares", allow_hyphen_values = true)]
+    pub cpu_share: Option<String>,
+    /// Realtime period in microseconds
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_rt_period: Option<String>,
+    /// Realtime runtime in microseconds
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<String>,
+    /// SCHED_IDLE for the cgroup (1) or not (0)
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_idle: Option<String>,
+    /// CPUs the container may use (e.g. 0-2,4)
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Ignored, as by runc (kernel memory limits are obsolete)
+    #[arg(long, hide = true)]
+    pub kernel_memory: Option<String>,
+    /// Ignored, as by runc
+    #[arg(long, hide = true)]
+    pub kernel_memory_tcp: Option<String>,
+    /// Memory limit in bytes (k, m, g suffixes; -1: no limit)
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    /// Memory soft limit in bytes
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Memory plus swap limit in bytes (-1: unlimited swap)
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Maximum number of pids (-1: no limit)
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<String>,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Print one stats record and exit
+    #[arg(long)]
+    pub stats: bool,
+    /// Time between stats records (5s, 500ms, 1m; a bare number is seconds)
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
+    pub id: String,
 }

@@ -40,5 +40,10 @@ fn dispatch(cli: &Cli) -> error::Result<i32> {
         Command::List(a) => commands::list::run(cli, a),
         Command::Spec(a) => commands::spec::run(a),
         Command::Features => commands::features::run(),
+        Command::Pause(a) => commands::pause::pause(cli, &a.id),
+        Command::Resume(a) => commands::pause::resume(cli, &a.id),
+        Command::Ps(a) => commands::ps::run(cli, a),
+        Command::Update(a) => commands::update::run(cli, a),
+        Command::Events(a) => commands::events::run(cli, a),
     }
 }

@@ -130,6 +130,9 @@ fn validate(spec: &Spec) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
             )));
         }
     }
+    if let Some(r) = linux.resources() {
+        crate::linux::resources::validate(r, "linux.resources")?;
+    }
     Ok(joined)
 }
 

@@ -18,6 +18,7 @@ pub fn options<'a>(cli: &'a Cli, args: &'a CreateArgs) -> CreateOptions<'a> {
 }
 
 pub fn run(cli: &Cli, args: &CreateArgs) -> Result<i32> {
+    crate::linux::cgroups::check_systemd_flag(cli.systemd_cgroup)?;
     create(&options(cli, args))?;
     Ok(0)
 }

@@ -34,10 +34,15 @@ pub fn run(cli: &Cli, args: &DeleteArgs) -> Result<i32> {
 
 /// Kills what is left of the container and removes its cgroup and state directory.
 pub fn destroy(dir: ContainerDir, state: &State, status: Status) -> Result<()> {
+    let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
+    if status == Status::Paused {
+        // Frozen processes die only once thawed: queue the kill first so none runs on.
+        let _ = crate::commands::kill::signal_init(state, libc::SIGKILL);
+        cgroup.freeze(false)?;
+    }
     if status != Status::Stopped {
         kill_and_wait(state)?;
     }
-    let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
     if !state.own_pid_namespace {
         for pid in cgroup.pids().unwrap_or_default() {
             let _ =

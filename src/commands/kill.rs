@@ -43,7 +43,9 @@ pub fn signal_init(state: &State, signal: i32) -> Result<()> {
 /// process can fork a child past the signal.
 pub fn signal_all(state: &State, signal: i32) -> Result<()> {
     let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
-    let frozen = cgroup.freeze(true).is_ok();
+    // A paused container stays paused: only a freeze of our own is undone.
+    let frozen =
+        !crate::linux::cgroups::is_frozen(&state.cgroup_path) && cgroup.freeze(true).is_ok();
     let result = cgroup.pids().map(|pids| {
         for pid in pids {
             if let Ok(fd) = sys::pidfd_open(pid) {

@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::state::{ContainerDir, Status};
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
+    crate::linux::cgroups::check_systemd_flag(cli.systemd_cgroup)?;
     let mut opts = options(cli, &args.create);
     opts.attach_terminal = !args.detach;
     let created = create(&opts)?;

@@ -160,6 +160,33 @@ impl Cgroup {
             .map_err(|e| Error::invalid(format!("freezing cgroup {}: {e}", self.path.display())))
     }
 
+    /// Applies changed limits to the live cgroup (`update`). Device rules are left as they are
+    /// (runc's update skips them too), and so is the OOM killer switch, which libcgroups would
+    /// otherwise reset with any memory change.
+    pub fn update(&self, resources: &LinuxResources) -> Result<()> {
+        let mut resources = resources.clone();
+        resources.set_devices(None);
+        let opts = ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: oom_killer_disabled(&self.path),
+            oom_score_adj: None,
+            freezer_state: None,
+        };
+        self.manager()?
+            .apply(&opts)
+            .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))
+    }
+
+    /// The controllers' statistics (libcgroups' shape; `events` converts it to runc's).
+    pub fn stats(&self) -> Result<libcgroups::stats::Stats> {
+        self.manager()?.stats().map_err(|e| {
+            Error::invalid(format!(
+                "reading statistics of cgroup {}: {e}",
+                self.path.display()
+            ))
+        })
+    }
+
     /// Removes the cgroup, killing anything still in it.
     pub fn destroy(self) -> Result<()> {
         if let Some(h) = &self.v1 {
@@ -226,5 +253,48 @@ pub fn is_frozen(path: &Path) -> bool {
             .join(rel)
             .join("freezer.state");
         fs::read_to_string(f).is_ok_and(|s| s.trim() == "FROZEN")
+    }
+}
+
+/// The directory of the container's cgroup in the hierarchy of `controller` (v1), or in the
+/// unified hierarchy on a pure v2 host.
+pub fn controller_dir(path: &Path, controller: &str) -> PathBuf {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    if is_unified() {
+        Path::new(CGROUP_ROOT).join(rel)
+    } else {
+        Path::new(CGROUP_ROOT).join(controller).join(rel)
+    }
+}
+
+/// Whether the v1 memory controller has the OOM killer disabled for the cgroup.
+fn oom_killer_disabled(path: &Path) -> bool {
+    if is_unified() {
+        return false;
+    }
+    fs::read_to_string(controller_dir(path, "memory").join("memory.oom_control"))
+        .is_ok_and(|s| s.lines().any(|l| l.trim() == "oom_kill_disable 1"))
+}
+
+/// Whether systemd runs as this host's init (sd_booted(3)'s test).
+pub fn systemd_booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// `--systemd-cgroup` asks for systemd's cgroup manager, which this build does not have; and
+/// where systemd does not run at all it cannot be had. Either way this is an error, never a
+/// silent fallback to the cgroupfs manager.
+pub fn check_systemd_flag(systemd_cgroup: bool) -> Result<()> {
+    if !systemd_cgroup {
+        Ok(())
+    } else if !systemd_booted() {
+        Err(Error::invalid(
+            "--systemd-cgroup: systemd is not running on this host",
+        ))
+    } else {
+        Err(Error::invalid(
+            "--systemd-cgroup: the systemd cgroup manager is not supported yet; drop the flag \
+             to use cgroupfs",
+        ))
     }
 }

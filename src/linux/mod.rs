@@ -1,12 +1,14 @@
 //! One kernel concern per module; the container code composes them.
 
 pub mod capabilities;
+pub mod cgroup_events;
 pub mod cgroupfs;
 pub mod cgroups;
 pub mod devices;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
+pub mod resources;
 pub mod rootfs;
 pub mod signals;
 pub mod terminal;
