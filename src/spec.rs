@@ -24,8 +24,16 @@ impl Bundle {
         let dir = fs::canonicalize(dir).ctx(|| format!("bundle {}", dir.display()))?;
         let config = dir.join("config.json");
         let data = fs::read(&config).ctx(|| format!("reading {}", config.display()))?;
-        let spec: Spec = serde_json::from_slice(&data)
-            .map_err(|e| Error::invalid(format!("{}: {e}", config.display())))?;
+        let spec: Spec = serde_json::from_slice(&data).map_err(|e| {
+            // serde names an unknown enum value by line and column only; name the field.
+            serde_json::from_slice(&data)
+                .ok()
+                .and_then(|v| {
+                    crate::linux::seccomp::diagnose(&v)
+                        .or_else(|| crate::linux::capabilities::diagnose(&v))
+                })
+                .unwrap_or_else(|| Error::invalid(format!("{}: {e}", config.display())))
+        })?;
         let rootfs = rootfs_path(&dir, &spec)?;
         let joined_namespaces = validate(&spec)?;
         Ok(Bundle {
@@ -119,6 +127,9 @@ fn validate(spec: &Spec) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
     if let Some(p) = linux.rootfs_propagation() {
         crate::linux::mounts::propagation_flags(p)
             .ok_or_else(|| Error::invalid(format!("linux.rootfsPropagation {p:?} is unknown")))?;
+    }
+    if let Some(seccomp) = linux.seccomp() {
+        crate::linux::seccomp::validate(seccomp)?;
     }
     if let Some(path) = linux.cgroups_path() {
         if path

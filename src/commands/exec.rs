@@ -31,7 +31,13 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<i32> {
             "--apparmor/--process-label: LSM labels are not supported yet",
         ));
     }
-    let process = build_process(&state.bundle.join("config.json"), args)?;
+    let config = state.bundle.join("config.json");
+    let data = fs::read(&config).ctx(|| format!("reading {}", config.display()))?;
+    let spec: Spec = serde_json::from_slice(&data)
+        .map_err(|e| Error::invalid(format!("{}: {e}", config.display())))?;
+    let process = build_process(&spec, args)?;
+    // The container's seccomp profile applies to every process in it, as in runc.
+    let seccomp = crate::linux::seccomp::Filter::for_spec(&spec, &cli.root)?;
     // Hold no lock while the process runs: other commands must get through.
     drop(dir);
     let started = exec(
@@ -42,6 +48,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<i32> {
             attach_terminal: !args.detach,
             preserve_fds: args.preserve_fds,
         },
+        seccomp,
     )?;
     write_pid_file(args.pid_file.as_deref(), started.pid)?;
     if let Some(path) = &args.pidfd_socket {
@@ -53,7 +60,7 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<i32> {
     foreground::wait_forwarding(started.pid, started.terminal)
 }
 
-fn build_process(config: &std::path::Path, args: &ExecArgs) -> Result<Process> {
+fn build_process(spec: &Spec, args: &ExecArgs) -> Result<Process> {
     if let Some(file) = &args.process {
         let data = fs::read(file).ctx(|| format!("--process {}", file.display()))?;
         let p: Process = serde_json::from_slice(&data)
@@ -66,9 +73,6 @@ fn build_process(config: &std::path::Path, args: &ExecArgs) -> Result<Process> {
             "exec: a command (or --process FILE) is required",
         ));
     }
-    let data = fs::read(config).ctx(|| format!("reading {}", config.display()))?;
-    let spec: Spec = serde_json::from_slice(&data)
-        .map_err(|e| Error::invalid(format!("{}: {e}", config.display())))?;
     let mut p = spec.process().clone().unwrap_or_default();
     p.set_args(Some(args.command.clone()));
     p.set_terminal(Some(args.tty));

@@ -103,6 +103,9 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
             )),
         };
 
+    // Compiled (or read from the cache) before anything exists that would need undoing.
+    let seccomp = crate::linux::seccomp::Filter::for_spec(&bundle.spec, opts.root)?;
+
     let dir = ContainerDir::create(opts.root, opts.id)?;
     let mut undo = Undo {
         child: None,
@@ -147,7 +150,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     let pid = match cloned {
         Ok(sys::CloneResult::Child) => {
             drop(to_child);
-            init::run(child_end, &bundle, &init_opts)
+            init::run(child_end, &bundle, &init_opts, seccomp)
         }
         Ok(sys::CloneResult::Parent(pid)) => pid,
         Err(e) => {
@@ -173,6 +176,14 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         .map(|cg| cg.enter_and_apply(pid, &resources))
         .transpose()?;
 
+    if let Some(state) = seccomp
+        .as_ref()
+        .and_then(|f| f.process_state(&bundle.spec, opts.id, pid, &bundle.dir))
+    {
+        to_child.send(&Message::SeccompState(state))?;
+    }
+    // The init holds its own connection to the seccomp listener.
+    drop(seccomp);
     // The start time is read now, while the init surely lives (it waits for Go).
     let pid_start_time = state::process_start_time(pid)
         .ok_or_else(|| Error::invalid("the container init died during set-up"))?;

@@ -19,6 +19,7 @@ use super::sync::{Channel, Message};
 use crate::error::{Context, Error, Result};
 use crate::linux::cgroups::Cgroup;
 use crate::linux::namespaces::{self, ForChildren};
+use crate::linux::seccomp::Filter;
 use crate::linux::{process, terminal};
 use crate::state::State;
 
@@ -35,7 +36,13 @@ pub struct Started {
     pub terminal: Option<OwnedFd>,
 }
 
-pub fn exec(state: &State, process: &Process, opts: &ExecOptions<'_>) -> Result<Started> {
+/// `seccomp` is the container's filter, compiled here in the parent (the cache is under --root).
+pub fn exec(
+    state: &State,
+    process: &Process,
+    opts: &ExecOptions<'_>,
+    seccomp: Option<Filter>,
+) -> Result<Started> {
     let wants_terminal = process.terminal().unwrap_or(false);
     let (console, console_back) = match (wants_terminal, opts.console_socket) {
         (false, Some(p)) => {
@@ -65,7 +72,9 @@ pub fn exec(state: &State, process: &Process, opts: &ExecOptions<'_>) -> Result<
     let pid = match sys::clone3(0, None) {
         Ok(sys::CloneResult::Child) => {
             drop(to_child);
-            child(child_end, &joined, in_user_ns, process, console, opts)
+            child(
+                child_end, &joined, in_user_ns, process, console, opts, seccomp,
+            )
         }
         Ok(sys::CloneResult::Parent(pid)) => pid,
         Err(e) => {
@@ -106,8 +115,17 @@ fn child(
     process: &Process,
     console: Option<UnixStream>,
     opts: &ExecOptions<'_>,
+    seccomp: Option<Filter>,
 ) -> ! {
-    let launch = match setup(&mut channel, joined, in_user_ns, process, console, opts) {
+    let launch = match setup(
+        &mut channel,
+        joined,
+        in_user_ns,
+        process,
+        console,
+        opts,
+        seccomp,
+    ) {
         Ok(l) => l,
         Err(e) => {
             let _ = channel.send(&Message::Failed(e.to_string()));
@@ -130,6 +148,7 @@ fn setup(
     process: &Process,
     console: Option<UnixStream>,
     opts: &ExecOptions<'_>,
+    seccomp: Option<Filter>,
 ) -> Result<Launch> {
     prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
     prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
@@ -158,7 +177,7 @@ fn setup(
     }
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
     launch::enter_cwd(process)?;
-    let launch = Launch::prepare(process, in_user_ns, &[], opts.preserve_fds)?;
+    let launch = Launch::prepare(process, in_user_ns, &[], opts.preserve_fds, seccomp)?;
     prctl::set_pdeathsig(None).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
     Ok(launch)
 }

@@ -18,6 +18,7 @@ use super::launch::{self, Launch};
 use super::sync::{Channel, Message};
 use crate::error::{Context, Error, Result};
 use crate::hooks;
+use crate::linux::seccomp::Filter;
 use crate::linux::{process, rootfs, terminal};
 use crate::spec::Bundle;
 
@@ -44,8 +45,13 @@ static NO_ANNOTATIONS: std::sync::LazyLock<std::collections::HashMap<String, Str
     std::sync::LazyLock::new(Default::default);
 
 /// Runs the init; never returns.
-pub fn run(mut channel: Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> ! {
-    let prepared = match setup(&mut channel, bundle, opts) {
+pub fn run(
+    mut channel: Channel,
+    bundle: &Bundle,
+    opts: &InitOptions<'_>,
+    seccomp: Option<Filter>,
+) -> ! {
+    let prepared = match setup(&mut channel, bundle, opts, seccomp) {
         Ok(p) => p,
         Err(e) => {
             let _ = channel.send(&Message::Failed(e.to_string()));
@@ -61,7 +67,12 @@ pub fn run(mut channel: Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> ! {
     sys::exit_now(127)
 }
 
-fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Result<Prepared> {
+fn setup(
+    channel: &mut Channel,
+    bundle: &Bundle,
+    opts: &InitOptions<'_>,
+    mut seccomp: Option<Filter>,
+) -> Result<Prepared> {
     prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
     // Until Ready, the init must not outlive a `create` that died.
     prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
@@ -69,9 +80,16 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .ctx(|| "sigprocmask")?;
 
-    match channel.recv()? {
-        Some(Message::Go) => {}
-        _ => return Err(Error::invalid("the runtime went away during set-up")),
+    loop {
+        match channel.recv()? {
+            Some(Message::Go) => break,
+            Some(Message::SeccompState(state)) => {
+                if let Some(f) = seccomp.as_mut() {
+                    f.set_state(state);
+                }
+            }
+            _ => return Err(Error::invalid("the runtime went away during set-up")),
+        }
     }
     // Opened now, while the state dir is reachable; read-write so that opening never blocks and
     // `start` finds a reader exactly while this init is alive.
@@ -137,6 +155,10 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
         terminal::setup(console, size, process.user().uid())?;
     }
     if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        // Written by path: /proc/sys must be the kernel's, not a directory the image supplied.
+        let proc_sys = File::open("/proc/sys").ctx(|| "linux.sysctl: /proc/sys")?;
+        crate::linux::mounts::ensure_procfs(std::os::fd::AsFd::as_fd(&proc_sys))
+            .ctx(|| "linux.sysctl: /proc/sys")?;
         process::apply_sysctls(sysctl.iter())?;
     }
     // The cwd may have to be created: before the root turns read-only.
@@ -148,6 +170,7 @@ fn setup(channel: &mut Channel, bundle: &Bundle, opts: &InitOptions<'_>) -> Resu
         bundle.has_namespace(LinuxNamespaceType::User),
         &opts.extra_env,
         opts.preserve_fds,
+        seccomp,
     )?;
     prctl::set_pdeathsig(None).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
 

@@ -1,6 +1,12 @@
 //! The last steps before a container process runs, shared by the init and by `exec`: resolve the
 //! executable, build argv and env, set umask, drop to the spec's user and capabilities, then (once
-//! released) no_new_privs, close every runtime fd and execve.
+//! released) no_new_privs, close every runtime fd, load the seccomp filter and execve.
+//!
+//! The filter is the last thing before execve, whatever noNewPrivileges says, so that a profile
+//! may block any syscall the runtime itself makes (getcwd, fcntl, close_range, capset...). Without
+//! no_new_privs, loading a filter needs CAP_SYS_ADMIN: the process keeps it in its effective and
+//! permitted sets until then. execve drops it again: the sets after execve are computed from the
+//! bounding, inheritable and ambient sets only, which are exactly the spec's.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -8,6 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use caps::{CapSet, Capability};
 use nix::sys::prctl;
 use nix::sys::stat::Mode;
 use nix::unistd::fchdir;
@@ -17,6 +24,7 @@ use crate::error::{Context, Error, Result};
 use crate::linux::capabilities::CapabilitySets;
 use crate::linux::mounts::{fd_path, open_or_create_in_root, Kind};
 use crate::linux::process;
+use crate::linux::seccomp::Filter;
 
 /// A process ready to be exec'd: everything is checked and the credentials are final.
 pub struct Launch {
@@ -25,6 +33,7 @@ pub struct Launch {
     env: Vec<CString>,
     preserve_fds: u32,
     no_new_privileges: bool,
+    seccomp: Option<Filter>,
 }
 
 impl Launch {
@@ -35,6 +44,7 @@ impl Launch {
         in_user_ns: bool,
         extra_env: &[String],
         preserve_fds: u32,
+        seccomp: Option<Filter>,
     ) -> Result<Launch> {
         let exe = process::find_executable(process)?;
         let env = process::environment(process, extra_env)?;
@@ -51,7 +61,17 @@ impl Launch {
             process.user().umask().unwrap_or(0o022),
         ));
 
-        let caps = CapabilitySets::from_spec(process.capabilities().as_ref())?;
+        let no_new_privileges = process.no_new_privileges().unwrap_or(false);
+        let mut caps = CapabilitySets::from_spec(process.capabilities().as_ref())?;
+        if seccomp.is_some()
+            && !no_new_privileges
+            && caps::has_cap(None, CapSet::Permitted, Capability::CAP_SYS_ADMIN).unwrap_or(false)
+        {
+            // For the seccomp load in exec(); see the module comment for why it cannot outlive
+            // the execve.
+            caps.effective.insert(Capability::CAP_SYS_ADMIN);
+            caps.permitted.insert(Capability::CAP_SYS_ADMIN);
+        }
         caps.drop_bounding()?;
         prctl::set_keepcaps(true).ctx(|| "prctl(PR_SET_KEEPCAPS)")?;
         let setgroups_allowed = !in_user_ns
@@ -68,12 +88,13 @@ impl Launch {
             args,
             env,
             preserve_fds,
-            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            no_new_privileges,
+            seccomp,
         })
     }
 
-    /// no_new_privs, then every fd above the preserved ones close-on-exec, then execve.
-    /// Returns only on failure.
+    /// no_new_privs, then every fd above the preserved ones close-on-exec, then the seccomp
+    /// filter, then execve. Returns only on failure.
     pub fn exec(self) -> Error {
         if self.no_new_privileges {
             if let Err(e) = prctl::set_no_new_privs() {
@@ -89,6 +110,11 @@ impl Launch {
         }
         if let Err(e) = sys::close_range_cloexec(3 + self.preserve_fds) {
             return Error::os("close_range", e);
+        }
+        if let Some(filter) = self.seccomp {
+            if let Err(e) = filter.load() {
+                return e;
+            }
         }
         match nix::unistd::execve(&self.exe, &self.args, &self.env) {
             Err(e) => Error::from(e).context(format!("exec {:?}", self.exe)),

@@ -14,11 +14,14 @@ pub enum Message {
     Ready,
     /// Child to parent: set-up failed; the text says where.
     Failed(String),
+    /// Parent to child, before Go: the state to hand the seccomp listener with the notify fd.
+    SeccompState(String),
 }
 
 const TAG_GO: u8 = b'G';
 const TAG_READY: u8 = b'R';
 const TAG_FAILED: u8 = b'E';
+const TAG_SECCOMP_STATE: u8 = b'S';
 const MAX_MESSAGE: usize = 64 * 1024;
 
 pub struct Channel(pub UnixStream);
@@ -34,6 +37,7 @@ impl Channel {
             Message::Go => (TAG_GO, b""),
             Message::Ready => (TAG_READY, b""),
             Message::Failed(text) => (TAG_FAILED, text.as_bytes()),
+            Message::SeccompState(json) => (TAG_SECCOMP_STATE, json.as_bytes()),
         };
         let body = &body[..body.len().min(MAX_MESSAGE)];
         let mut frame = Vec::with_capacity(5 + body.len());
@@ -63,6 +67,9 @@ impl Channel {
             TAG_GO => Ok(Some(Message::Go)),
             TAG_READY => Ok(Some(Message::Ready)),
             TAG_FAILED => Ok(Some(Message::Failed(
+                String::from_utf8_lossy(&body).into_owned(),
+            ))),
+            TAG_SECCOMP_STATE => Ok(Some(Message::SeccompState(
                 String::from_utf8_lossy(&body).into_owned(),
             ))),
             t => Err(Error::invalid(format!(

@@ -30,6 +30,25 @@ fn convert(field: &str, set: &Option<SpecCaps>) -> Result<CapsHashSet> {
         .collect()
 }
 
+/// When config.json does not parse, names the capability field at fault, if that is the reason:
+/// oci-spec reports an unknown name only by line and column.
+pub fn diagnose(config: &serde_json::Value) -> Option<Error> {
+    let caps = config.pointer("/process/capabilities")?.as_object()?;
+    for (set, list) in caps {
+        for (i, name) in list.as_array().into_iter().flatten().enumerate() {
+            let known = name
+                .as_str()
+                .is_some_and(|n| Capability::from_str(n).is_ok());
+            if !known {
+                return Some(Error::invalid(format!(
+                    "process.capabilities.{set}[{i}]: unknown capability {name}"
+                )));
+            }
+        }
+    }
+    None
+}
+
 impl CapabilitySets {
     /// No `capabilities` object means no capabilities at all, as in runc.
     pub fn from_spec(caps: Option<&LinuxCapabilities>) -> Result<Self> {

@@ -10,5 +10,6 @@ pub mod namespaces;
 pub mod process;
 pub mod resources;
 pub mod rootfs;
+pub mod seccomp;
 pub mod signals;
 pub mod terminal;

@@ -310,9 +310,71 @@ pub fn mount_entry(ctx: &MountContext<'_>, i: usize, m: &Mount) -> Result<()> {
     mount_one(ctx, m).ctx(field)
 }
 
+/// Files below /proc that may be bind-mounted (what lxcfs provides; runc's list).
+const PROC_BINDS_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// `path` with `.` and `..` resolved lexically (as seen from the container's root).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The runtime trusts /proc after mounting it (fd paths, sysctls, masking): only a procfs may
+/// go on /proc, and below it only the files lxcfs provides (CVE-2019-16884, CVE-2019-19921).
+fn check_proc_destination(m: &Mount, typ: &str) -> Result<()> {
+    let dest = lexical(m.destination());
+    if dest == Path::new("/proc") && typ != "proc" {
+        return Err(Error::invalid(format!(
+            "only a procfs may be mounted on /proc, not {typ:?}"
+        )));
+    }
+    if dest.starts_with("/proc") && dest != Path::new("/proc") {
+        let allowed = PROC_BINDS_ALLOWED.iter().any(|p| dest == Path::new(p));
+        if !allowed {
+            return Err(Error::invalid(format!(
+                "{}: nothing may be mounted below /proc but {}",
+                dest.display(),
+                PROC_BINDS_ALLOWED.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `fd` is on a procfs: what was just mounted as proc, or what is about to be
+/// trusted as /proc, must not be a directory the image or a volume supplied.
+pub fn ensure_procfs(fd: BorrowedFd<'_>) -> Result<()> {
+    let st = nix::sys::statfs::fstatfs(fd).ctx(|| "fstatfs")?;
+    if st.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(Error::invalid("not a procfs"));
+    }
+    Ok(())
+}
+
 fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or("");
+    check_proc_destination(m, typ)?;
     let is_bind = opts.flags.contains(MsFlags::MS_BIND) || typ == "bind";
     if typ == "cgroup" || typ == "cgroup2" {
         return mount_cgroup(ctx, m, &opts);
@@ -371,6 +433,9 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
             Err(e) => return Err(Error::from(e).context(format!("mount {typ}"))),
         }
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
+        if typ == "proc" {
+            ensure_procfs(mounted.as_fd()).ctx(|| "after mounting proc")?;
+        }
         set_propagation_and_attrs(&mounted, &opts)
     }
 }

@@ -1,6 +1,7 @@
 //! Every `unsafe` line of proxmox-lxcri lives here: raw syscalls that `nix` does not wrap (clone3,
-//! openat2, close_range, mount_setattr, pidfd, namespace ioctls) and the libzfs_core FFI (loaded
-//! with dlopen only when a ZFS storage is used), each behind a small safe function.
+//! openat2, close_range, mount_setattr, pidfd, namespace ioctls, seccomp, xattrs) and the
+//! libzfs_core FFI (loaded with dlopen only when a ZFS storage is used), each behind a small safe
+//! function.
 //! The runtime crate is `#![forbid(unsafe_code)]` and calls only these wrappers.
 
 mod clone;
@@ -8,6 +9,7 @@ mod fs;
 mod misc;
 mod pidfd;
 mod scm;
+pub mod seccomp;
 mod tty;
 pub mod xattr;
 pub mod zfs;

@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+pub mod helpers;
+
 /// The reference runtime the suite is validated against.
 pub const RUNC: &str = "/usr/sbin/runc";
 /// Prefix of every container id, netns name and cgroup made by the suite.
@@ -183,7 +185,7 @@ impl fmt::Display for Out {
     }
 }
 
-fn exit_code(st: ExitStatus) -> i32 {
+pub fn exit_code(st: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     match (st.code(), st.signal()) {
         (Some(c), _) => c,
@@ -192,7 +194,7 @@ fn exit_code(st: ExitStatus) -> i32 {
     }
 }
 
-fn shell_quote(s: &OsStr) -> String {
+pub fn shell_quote(s: &OsStr) -> String {
     let s = s.to_string_lossy();
     if !s.is_empty()
         && s.chars()
@@ -511,7 +513,7 @@ pub fn host_mounts_mentioning(path: &Path) -> Vec<String> {
 }
 
 /// Host mount points at or below `dir`, deepest first.
-fn host_mount_points_under(dir: &Path) -> Vec<String> {
+pub fn host_mount_points_under(dir: &Path) -> Vec<String> {
     let prefix = dir.to_string_lossy().into_owned();
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut v: Vec<String> = parse_mountinfo(&text)
@@ -526,7 +528,7 @@ fn host_mount_points_under(dir: &Path) -> Vec<String> {
 
 /// Lazily unmounts every host mount at or below `dir`. Returns whether none
 /// is left.
-fn detach_mounts_under(dir: &Path) -> bool {
+pub fn detach_mounts_under(dir: &Path) -> bool {
     for _ in 0..5 {
         let mps = host_mount_points_under(dir);
         if mps.is_empty() {
@@ -541,7 +543,7 @@ fn detach_mounts_under(dir: &Path) -> bool {
 
 /// Removes `dir` recursively, but only after making sure no host mount below it
 /// is left (so that we never delete through a bind mount into host files).
-fn remove_tree(dir: &Path) {
+pub fn remove_tree(dir: &Path) {
     if !dir.exists() {
         return;
     }
@@ -596,7 +598,7 @@ fn remove_cgroups_of(id: &str) {
     }
 }
 
-fn remove_cgroup_tree(dir: &Path) {
+pub fn remove_cgroup_tree(dir: &Path) {
     if let Ok(rd) = fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
