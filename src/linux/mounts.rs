@@ -116,6 +116,8 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     pub recursive: sys::MountAttr,
     pub data: Vec<String>,
+    /// `tmpcopyup` (podman, CRI-O): a new tmpfs starts with a copy of what it covers.
+    pub tmpcopyup: bool,
 }
 
 impl Default for MountOptions {
@@ -126,6 +128,7 @@ impl Default for MountOptions {
             propagation: Vec::new(),
             recursive: sys::MountAttr::default(),
             data: Vec::new(),
+            tmpcopyup: false,
         }
     }
 }
@@ -190,6 +193,8 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             o.flags |= *set;
             o.flags &= !*clear;
             o.cleared |= *clear;
+        } else if opt == "tmpcopyup" {
+            o.tmpcopyup = true;
         } else if let Some(p) = propagation_flags(opt) {
             o.propagation.push(p);
         } else if let Some((set, clear)) = recursive_attr(opt) {
@@ -207,6 +212,7 @@ pub fn parse_options(options: &[String]) -> MountOptions {
 pub fn known_options() -> Vec<&'static str> {
     let mut names: Vec<&str> = FLAG_OPTIONS.iter().map(|(n, _, _)| *n).collect();
     names.extend(PROPAGATION_OPTIONS);
+    names.push("tmpcopyup");
     names.extend(RECURSIVE_OPTIONS);
     names
 }
@@ -432,12 +438,59 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
             }
             Err(e) => return Err(Error::from(e).context(format!("mount {typ}"))),
         }
+        if opts.tmpcopyup && typ == "tmpfs" {
+            // `dest` still refers to the directory the tmpfs now covers.
+            let covered = PathBuf::from(fd_path(&dest));
+            let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
+            let target = PathBuf::from(fd_path(&mounted));
+            copy_tree(&covered, &target).ctx(|| "tmpcopyup")?;
+            copy_owner_and_mode(&covered, &target).ctx(|| "tmpcopyup")?;
+        }
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
         if typ == "proc" {
             ensure_procfs(mounted.as_fd()).ctx(|| "after mounting proc")?;
         }
         set_propagation_and_attrs(&mounted, &opts)
     }
+}
+
+/// Copies a directory tree (files, directories, symlinks, with modes and owners) without ever
+/// following a symlink.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for entry in fs::read_dir(from).ctx(|| from.display().to_string())? {
+        let entry = entry.ctx(|| from.display().to_string())?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&src).ctx(|| src.display().to_string())?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = fs::read_link(&src).ctx(|| src.display().to_string())?;
+            std::os::unix::fs::symlink(&target, &dst).ctx(|| dst.display().to_string())?;
+        } else if ft.is_dir() {
+            fs::create_dir(&dst).ctx(|| dst.display().to_string())?;
+            copy_tree(&src, &dst)?;
+        } else if ft.is_file() {
+            fs::copy(&src, &dst).ctx(|| dst.display().to_string())?;
+        } else {
+            continue; // device nodes, fifos and sockets are not copied up (as runc)
+        }
+        if !ft.is_symlink() {
+            fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .ctx(|| dst.display().to_string())?;
+        }
+        std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))
+            .ctx(|| dst.display().to_string())?;
+    }
+    Ok(())
+}
+
+fn copy_owner_and_mode(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::metadata(from).ctx(|| from.display().to_string())?;
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .ctx(|| to.display().to_string())?;
+    std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid()))
+        .ctx(|| to.display().to_string())
 }
 
 fn set_propagation_and_attrs(mounted: &OwnedFd, opts: &MountOptions) -> Result<()> {
