@@ -18,7 +18,10 @@ const TTY_REPORT: &str = "tty; stty size; \
 
 fn terminal_container(c: &mut Container) {
     c.set("/process/terminal", json!(true))
-        .set("/process/consoleSize", json!({ "height": 33, "width": 111 }))
+        .set(
+            "/process/consoleSize",
+            json!({ "height": 33, "width": 111 }),
+        )
         .sh(TTY_REPORT);
 }
 
@@ -35,7 +38,10 @@ fn assert_tty_report(output: &str, size: &str) {
         report.first().is_some_and(|l| l.starts_with("/dev/pts/")),
         "`tty` did not name a pty:\n{output:?}"
     );
-    assert!(report.contains(&size), "stty size is not {size}:\n{output:?}");
+    assert!(
+        report.contains(&size),
+        "stty size is not {size}:\n{output:?}"
+    );
     assert!(report.contains(&"console-is-the-pty"), "{output:?}");
     assert!(report.contains(&"has-controlling-tty"), "{output:?}");
 }
@@ -91,7 +97,11 @@ fn the_pty_lives_in_the_container_devpts() {
     let init = c.pid();
     let slave = fs::metadata(format!("/proc/{init}/fd/0")).unwrap();
     let host_devpts = fs::metadata("/dev/pts/ptmx").unwrap();
-    assert_ne!(slave.dev(), host_devpts.dev(), "the pty is in the host's devpts");
+    assert_ne!(
+        slave.dev(),
+        host_devpts.dev(),
+        "the pty is in the host's devpts"
+    );
 }
 
 /// Without consoleSize the window size is left alone (0 0), as in runc.
@@ -140,7 +150,10 @@ fn exec_tty_with_console_socket() {
     pty.write("typed\n");
     let out = pty.read_until("has-controlling-tty", WAIT);
     let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
-    let got = lines.iter().position(|l| *l == "got:typed").expect("got line");
+    let got = lines
+        .iter()
+        .position(|l| *l == "got:typed")
+        .expect("got line");
     assert_eq!(lines[got + 1], "44 155", "{out:?}");
     assert!(lines[got + 2].starts_with("/dev/pts/"), "{out:?}");
     let res = r.wait(WAIT);
@@ -164,11 +177,19 @@ fn exec_tty_detached_with_console_socket() {
             "--pid-file",
             &pid_file.to_string_lossy(),
         ],
-        &["sh", "-c", "echo ready; read line; echo \"got:$line\"; sleep 1000"],
+        &[
+            "sh",
+            "-c",
+            "echo ready; read line; echo \"got:$line\"; sleep 1000",
+        ],
     );
     out.assert_ok();
     let mut pty = sock.receive(WAIT);
-    let pid: i64 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i64 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(pid_alive(pid));
     pty.read_until("ready", WAIT);
     pty.write("later\n");
@@ -248,7 +269,11 @@ fn create_with_a_console_socket_that_is_a_regular_file_fails_cleanly() {
         e.contains(&f) && e.contains("socket")
     });
     c.assert_no_debris(None);
-    assert_eq!(fs::read_to_string(&file).unwrap(), "", "the file was written");
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "",
+        "the file was written"
+    );
 }
 
 #[test]

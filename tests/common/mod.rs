@@ -1226,6 +1226,16 @@ impl Container {
             .unwrap_or_default()
     }
 
+    /// What the container (of the last `create`/`run --detach`) wrote to its
+    /// stderr so far.
+    pub fn container_stderr(&self) -> String {
+        self.last_detached
+            .borrow()
+            .as_ref()
+            .and_then(|(_, e)| fs::read_to_string(e).ok())
+            .unwrap_or_default()
+    }
+
     /// Waits until the container's stdout contains `needle`.
     #[track_caller]
     pub fn wait_container_stdout(&self, needle: &str, timeout: Duration) {
