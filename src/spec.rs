@@ -87,6 +87,16 @@ fn validate(spec: &Spec) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
     }
     validate_process(spec)?;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let idmap_option = m
+            .options()
+            .iter()
+            .flatten()
+            .any(|o| o == "idmap" || o == "ridmap");
+        if m.uid_mappings().is_some() || m.gid_mappings().is_some() || idmap_option {
+            return Err(Error::invalid(format!(
+                "mounts[{i}].uidMappings: idmapped mounts are not supported by this runtime yet"
+            )));
+        }
         if !m.destination().is_absolute() {
             return Err(Error::invalid(format!(
                 "mounts[{i}].destination {:?} must be an absolute path",

@@ -191,7 +191,8 @@ pub fn parse_options(options: &[String]) -> MountOptions {
     for opt in options {
         if let Some((_, set, clear)) = FLAG_OPTIONS.iter().find(|(n, _, _)| n == opt) {
             o.flags |= *set;
-            o.flags &= !*clear;
+            // remove(), not `&= !`: `!` drops the bits nix has no name for (MS_NOSYMFOLLOW).
+            o.flags.remove(*clear);
             o.cleared |= *clear;
         } else if opt == "tmpcopyup" {
             o.tmpcopyup = true;
@@ -407,14 +408,16 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
             None::<&str>,
         )
         .ctx(|| "bind mount")?;
-        let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        let extra = opts
+            .flags
+            .difference(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
         if !extra.is_empty() {
             bind_remount(mounted.as_fd(), extra)?;
         }
         set_propagation_and_attrs(&mounted, &opts)
     } else {
-        let flags = opts.flags & !MsFlags::MS_REMOUNT;
+        let flags = opts.flags.difference(MsFlags::MS_REMOUNT);
         let res = mount(
             source.or(Some(Path::new(typ))),
             fd_path(&dest).as_str(),
@@ -516,7 +519,9 @@ fn set_propagation_and_attrs(mounted: &OwnedFd, opts: &MountOptions) -> Result<(
 /// holding a bind of each hierarchy's container cgroup, as runc does.
 fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Result<()> {
     let dest = open_or_create_in_root(ctx.root, m.destination(), Kind::Dir)?;
-    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    let flags = opts
+        .flags
+        .difference(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if super::cgroups::is_unified() {
         let fresh = mount(
@@ -661,6 +666,9 @@ mod tests {
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
         assert!(o.flags.contains(MsFlags::MS_NOSUID));
         assert_eq!(o.data, vec!["size=1m".to_string()]);
+        // MS_NOSYMFOLLOW has no name in nix: clearing other flags must keep it.
+        let n = parse_options(&["nosymfollow".into(), "rw".into(), "nosuid".into()]);
+        assert!(n.flags.contains(MS_NOSYMFOLLOW | MsFlags::MS_NOSUID));
         let r = parse_options(&["rro".into(), "rnoatime".into()]);
         assert_eq!(r.recursive.set, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME);
         assert_eq!(r.recursive.clear, MOUNT_ATTR__ATIME);
