@@ -3,11 +3,16 @@
 //! poststart/poststop hooks are warnings. A hook's output goes to the runtime's log (stderr without
 //! --log), never to the container's stdio.
 
-use std::io::{Read, Write};
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use oci_spec::runtime::Hook;
 use serde::Serialize;
 
@@ -44,11 +49,29 @@ pub fn run_raw(stage: &str, hooks: &[Hook], input: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Runs hooks whose failure is only worth a warning (poststart, poststop).
+/// Runs hooks whose failure is only worth a warning (poststart, poststop): every hook runs, the
+/// ones after a failing one too ("as if the hook had succeeded").
 pub fn run_warn(stage: &str, hooks: &[Hook], state: &HookState<'_>) {
-    if let Err(e) = run(stage, hooks, state) {
-        crate::log::warn(&e.to_string());
+    if hooks.is_empty() {
+        return;
     }
+    let input = match serde_json::to_vec(state) {
+        Ok(v) => v,
+        Err(e) => return crate::log::warn(&format!("hooks.{stage}: {e}")),
+    };
+    for (i, hook) in hooks.iter().enumerate() {
+        if let Err(e) = run_one(hook, &input) {
+            let e = e.context(format!("hooks.{stage}[{i}] {}", hook.path().display()));
+            crate::log::warn(&e.to_string());
+        }
+    }
+}
+
+/// An anonymous in-memory file: the hook's stdin, or where its output goes.
+fn memfd(name: &CStr) -> Result<File> {
+    memfd_create(name, MemFdCreateFlag::MFD_CLOEXEC)
+        .map(File::from)
+        .map_err(|e| Error::from(e).context("memfd_create"))
 }
 
 fn run_one(hook: &Hook, input: &[u8]) -> Result<()> {
@@ -64,16 +87,28 @@ fn run_one(hook: &Hook, input: &[u8]) -> Result<()> {
             cmd.env(k, v);
         }
     }
+    // The state and the output go through files, not pipes: a hook that does not read its stdin
+    // cannot raise SIGPIPE in the runtime (whose SIGPIPE is not ignored in the init), nor block it
+    // on a big state; a hook that writes more than a pipe holds cannot hang it.
+    let mut stdin = memfd(c"hook-state")?;
+    stdin
+        .write_all(input)
+        .and_then(|_| stdin.seek(SeekFrom::Start(0)))
+        .map_err(|e| Error::os("writing the hook's state", e))?;
+    let mut output = memfd(c"hook-output")?;
+    let dup = |f: &File| {
+        f.try_clone()
+            .map(Stdio::from)
+            .map_err(|e| Error::os("dup of the hook's output", e))
+    };
+    // A group of its own, so that a timeout kills whatever the hook started, too.
+    cmd.process_group(0);
     let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin(Stdio::from(stdin))
+        .stdout(dup(&output)?)
+        .stderr(dup(&output)?)
         .spawn()
         .map_err(|e| Error::os("spawning", e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is no error.
-        let _ = stdin.write_all(input);
-    }
     let deadline = hook
         .timeout()
         .filter(|t| *t > 0)
@@ -83,7 +118,8 @@ fn run_one(hook: &Hook, input: &[u8]) -> Result<()> {
             break status;
         }
         if deadline.is_some_and(|d| Instant::now() > d) {
-            let _ = child.kill();
+            let pgid = Pid::from_raw(child.id() as i32);
+            let _ = killpg(pgid, Signal::SIGKILL);
             let _ = child.wait();
             return Err(Error::invalid(format!(
                 "timed out after {} s",
@@ -92,30 +128,18 @@ fn run_one(hook: &Hook, input: &[u8]) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let mut output = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        let _ = out.read_to_string(&mut output);
-    }
-    if let Some(mut err) = child.stderr.take() {
-        let _ = err.read_to_string(&mut output);
-    }
-    if !output.trim().is_empty() {
-        crate::log::info(&format!(
-            "hook {}: {}",
-            hook.path().display(),
-            output.trim_end()
-        ));
+    let mut text = String::new();
+    let _ = output.seek(SeekFrom::Start(0));
+    let _ = output.read_to_string(&mut text);
+    let text = text.trim_end();
+    if !text.is_empty() {
+        crate::log::info(&format!("hook {}: {text}", hook.path().display()));
     }
     if status.success() {
         Ok(())
+    } else if text.is_empty() {
+        Err(Error::invalid(format!("failed ({status})")))
     } else {
-        Err(Error::invalid(format!(
-            "failed ({status}){}",
-            if output.trim().is_empty() {
-                String::new()
-            } else {
-                format!(": {}", output.trim_end())
-            }
-        )))
+        Err(Error::invalid(format!("failed ({status}): {text}")))
     }
 }

@@ -46,6 +46,29 @@ fn write(level: &str, msg: &str) -> bool {
         .is_ok()
 }
 
+/// Before the command line parsed: finds --log and --log-format by hand to record `msg`.
+pub fn usage_error(msg: &str) {
+    let args: Vec<String> = std::env::args().collect();
+    let value_of = |flag: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{flag}="))
+                .map(str::to_string)
+                .or_else(|| (a == flag).then(|| args.get(i + 1).cloned()).flatten())
+        })
+    };
+    let format = match value_of("--log-format").as_deref() {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    let _ = TARGET.set(Target {
+        file: value_of("--log").map(PathBuf::from),
+        format,
+        debug: false,
+    });
+    let first_line = msg.lines().next().unwrap_or(msg);
+    write("error", first_line.trim_start_matches("error: "));
+}
+
 pub fn error(msg: &str) {
     eprintln!("proxmox-lxcri: {msg}");
     write("error", msg);

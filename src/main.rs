@@ -18,7 +18,20 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Engines read the runtime's error from the --log file (containerd's shim, conmon):
+            // a usage error must land there too.
+            if !matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) {
+                log::usage_error(&e.to_string());
+            }
+            e.exit()
+        }
+    };
     log::init(&cli);
     let result = dispatch(&cli);
     match result {

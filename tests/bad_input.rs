@@ -339,3 +339,23 @@ fn a_bind_mount_of_a_missing_source_fails_and_leaves_nothing() {
     check_our_exit_code(&out);
     check_our_message(&out, "name the mount", |e| e.contains("mounts[7]"));
 }
+
+/// A label the runtime cannot apply is refused, never silently dropped.
+#[test]
+fn lsm_labels_that_cannot_be_applied_are_refused_naming_the_field() {
+    if skip_unless_ours() {
+        return; // runc ignores them where the LSM is disabled
+    }
+    for (ptr, field) in [
+        ("/process/apparmorProfile", "process.apparmorProfile"),
+        ("/process/selinuxLabel", "process.selinuxLabel"),
+        ("/linux/mountLabel", "linux.mountLabel"),
+    ] {
+        let mut c = Container::new();
+        c.set(ptr, serde_json::json!("some_label"));
+        let out = c.run();
+        out.assert_fail();
+        assert!(out.stderr.contains(field), "{field}: {out}");
+        c.assert_no_debris(None);
+    }
+}

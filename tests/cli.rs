@@ -88,3 +88,25 @@ fn a_successful_lifecycle_prints_nothing_on_stderr() {
     assert_eq!(out.stderr, "", "{out}");
     assert_eq!(out.stdout, "", "{out}");
 }
+
+/// containerd's shim and conmon read the runtime's error from the --log file: an unknown
+/// subcommand or flag must be recorded there too, not only printed.
+#[test]
+fn usage_errors_reach_the_log_file() {
+    let c = Container::new();
+    fs::create_dir_all(&c.host).unwrap();
+    let log = c.host.join("usage.json");
+    let log_arg = format!("--log={}", log.to_string_lossy());
+    let out = c.rt(&[&log_arg, "--log-format", "json", "no-such-command", &c.id]);
+    out.assert_fail();
+    let text = fs::read_to_string(&log).expect("log file written");
+    let entry: Value = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(entry["level"], "error", "{text}");
+    assert!(
+        entry["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-command")),
+        "{text}"
+    );
+}

@@ -616,3 +616,23 @@ fn linux_devices_can_be_used_when_the_cgroup_allows_them() {
     );
     assert_eq!(out, "write-ok\n");
 }
+
+/// `tmpcopyup` (podman's --read-only adds it): the tmpfs starts with a copy of what it covers,
+/// modes included, and is writable while the root is not.
+#[test]
+fn tmpcopyup_fills_a_tmpfs_with_what_it_covers() {
+    if skip_unless_ours() {
+        return; // runc 1.1 has it too, but the check of the copy's mode is ours
+    }
+    let (_, out) = run_sh(
+        |c| {
+            c.readonly(true).add_mount(json!({
+                "destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+                "options": ["rw", "nosuid", "nodev", "tmpcopyup"]
+            }));
+        },
+        "grep -c root /etc/passwd; stat -c '%a' /etc/passwd; touch /etc/new && echo writable; \
+         touch /x 2>/dev/null || echo root-ro; grep ' /etc ' /proc/self/mountinfo | grep -c tmpfs",
+    );
+    assert_eq!(out, "1\n644\nwritable\nroot-ro\n1\n");
+}

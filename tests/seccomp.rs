@@ -523,7 +523,10 @@ fn podman_profile_denies_what_it_lists_and_lets_normal_commands_run() {
     }
     // keyctl is on the profile's allow list (unlike Docker's older profile): it succeeds with
     // and without it (the serial differs: each container has a session keyring of its own).
-    assert!(with["keyctl"] > 0 && without["keyctl"] > 0, "{out}\n{control}");
+    assert!(
+        with["keyctl"] > 0 && without["keyctl"] > 0,
+        "{out}\n{control}"
+    );
     assert!(with["getppid"] >= 0);
 }
 

@@ -4,7 +4,7 @@
 use std::fs;
 use std::str::FromStr;
 
-use oci_spec::runtime::{Capability, Process, Spec};
+use oci_spec::runtime::{Capability, LinuxCapabilities, Process, Spec};
 
 use crate::cli::{Cli, ExecArgs};
 use crate::container::create::write_pid_file;
@@ -63,8 +63,15 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<i32> {
 fn build_process(spec: &Spec, args: &ExecArgs) -> Result<Process> {
     if let Some(file) = &args.process {
         let data = fs::read(file).ctx(|| format!("--process {}", file.display()))?;
-        let p: Process = serde_json::from_slice(&data)
-            .map_err(|e| Error::invalid(format!("--process {}: {e}", file.display())))?;
+        let bad =
+            |e: serde_json::Error| Error::invalid(format!("--process {}: {e}", file.display()));
+        let mut value: serde_json::Value = serde_json::from_slice(&data).map_err(bad)?;
+        // runc reads `user` into a Go struct: left out, it is uid 0, gid 0.
+        if let Some(obj) = value.as_object_mut() {
+            obj.entry("user")
+                .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+        }
+        let p: Process = serde_json::from_value(value).map_err(bad)?;
         validate(&p, &format!("--process {}", file.display()))?;
         return Ok(p);
     }
@@ -109,7 +116,16 @@ fn build_process(spec: &Spec, args: &ExecArgs) -> Result<Process> {
         p.set_no_new_privileges(Some(true));
     }
     if !args.cap.is_empty() {
-        let mut caps = p.capabilities().clone().unwrap_or_default();
+        // Not oci-spec's Default: that one fills every set, the inheritable one too.
+        let mut caps = p.capabilities().clone().unwrap_or_else(|| {
+            let mut none = LinuxCapabilities::default();
+            none.set_bounding(None)
+                .set_effective(None)
+                .set_inheritable(None)
+                .set_permitted(None)
+                .set_ambient(None);
+            none
+        });
         for name in &args.cap {
             let bare = name.strip_prefix("CAP_").unwrap_or(name);
             let cap = Capability::from_str(bare)
@@ -119,18 +135,19 @@ fn build_process(spec: &Spec, args: &ExecArgs) -> Result<Process> {
                 s.insert(cap);
                 Some(s)
             };
-            let (b, e, pm, i, a) = (
+            // Never the inheritable set (CVE-2022-29162: inheritable bits let file capabilities
+            // of programs in the container raise their permitted set). Ambient needs inheritable,
+            // so, as in runc, only when the spec gives an inheritable set of its own.
+            let (b, e, pm) = (
                 with(caps.bounding()),
                 with(caps.effective()),
                 with(caps.permitted()),
-                with(caps.inheritable()),
-                with(caps.ambient()),
             );
-            caps.set_bounding(b)
-                .set_effective(e)
-                .set_permitted(pm)
-                .set_inheritable(i)
-                .set_ambient(a);
+            if caps.inheritable().is_some() {
+                let a = with(caps.ambient());
+                caps.set_ambient(a);
+            }
+            caps.set_bounding(b).set_effective(e).set_permitted(pm);
         }
         p.set_capabilities(Some(caps));
     }

@@ -1,5 +1,8 @@
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::cli::Cli;
 use crate::error::{Context, Error, Result};
@@ -37,10 +40,26 @@ pub fn start(dir: &ContainerDir, state: &State, status: Status) -> Result<()> {
     f.write_all(b"0")
         .ctx(|| format!("writing {}", fifo.display()))?;
     std::fs::remove_file(&fifo).ctx(|| format!("removing {}", fifo.display()))?;
-    hooks::run_warn(
-        "poststart",
-        state.hooks_of(|h| h.poststart()),
-        &state.hook_state("running"),
-    );
+    let poststart = state.hooks_of(|h| h.poststart());
+    if !poststart.is_empty() {
+        wait_for_exec(&f, state);
+    }
+    hooks::run_warn("poststart", poststart, &state.hook_state("running"));
     Ok(())
+}
+
+/// Waits until the init has executed the user process (after its startContainer hooks), or died:
+/// both close its end of the fifo, and a fifo's writer sees POLLERR once no reader is left.
+fn wait_for_exec(fifo: &std::fs::File, state: &State) {
+    loop {
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::from(100u16)) {
+            Ok(n) if n > 0 => return,
+            Err(nix::errno::Errno::EINTR) | Ok(_) => {}
+            Err(_) => return,
+        }
+        if crate::state::process_start_time(state.pid) != Some(state.pid_start_time) {
+            return;
+        }
+    }
 }

@@ -205,20 +205,16 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     if undo.proxmox.is_some() {
         proxmox::fail_point("created")?;
     }
-    // The namespaces exist, nothing is mounted yet: the runtime-namespace hooks' moment.
-    let creating = state.hook_state("creating");
-    hooks::run("prestart", state.hooks_of(|h| h.prestart()), &creating)?;
-    hooks::run(
-        "createRuntime",
-        state.hooks_of(|h| h.create_runtime()),
-        &creating,
-    )?;
-
-    to_child.send(&Message::Go)?;
-    match to_child.recv()? {
-        Some(Message::Ready) => {}
-        Some(Message::Failed(msg)) => return Err(Error::invalid(msg)),
-        _ => return Err(Error::invalid("the container init exited during set-up")),
+    if let Err(e) = run_hooks_and_init(&state, &mut to_child) {
+        // runtime-spec lifecycle: a failure here "continues the lifecycle" at the destroy step,
+        // which the poststop hooks follow (runc runs them too).
+        drop(undo);
+        hooks::run_warn(
+            "poststop",
+            state.hooks_of(|h| h.poststop()),
+            &state.hook_state("stopped"),
+        );
+        return Err(e);
     }
     let terminal = console_back
         .map(|sock| sys::recv_fd(sock.as_fd()).map(|(fd, _)| fd))
@@ -257,6 +253,24 @@ pub fn send_pidfd(path: &Path, pid: i32) -> Result<()> {
     let pidfd = sys::pidfd_open(pid).ctx(|| format!("pidfd_open {pid}"))?;
     sys::send_fd(sock.as_fd(), b"", pidfd.as_fd())
         .ctx(|| format!("--pidfd-socket {}", path.display()))
+}
+
+/// The runtime-namespace hooks (the namespaces exist, nothing is mounted yet), then the init's
+/// set-up, up to its Ready.
+fn run_hooks_and_init(state: &State, to_child: &mut Channel) -> Result<()> {
+    let creating = state.hook_state("creating");
+    hooks::run("prestart", state.hooks_of(|h| h.prestart()), &creating)?;
+    hooks::run(
+        "createRuntime",
+        state.hooks_of(|h| h.create_runtime()),
+        &creating,
+    )?;
+    to_child.send(&Message::Go)?;
+    match to_child.recv()? {
+        Some(Message::Ready) => Ok(()),
+        Some(Message::Failed(msg)) => Err(Error::invalid(msg)),
+        _ => Err(Error::invalid("the container init exited during set-up")),
+    }
 }
 
 /// LISTEN_FDS from systemd socket activation is passed on to the container, as runc does.

@@ -191,10 +191,12 @@ fn exec(mut p: Prepared) -> Error {
         Ok(1) => {}
         _ => return Error::invalid("the exec fifo closed before start"),
     }
-    drop(p.fifo);
     // startContainer hooks run here, in the container, between `start` and the user process.
     if let Err(e) = hooks::run_raw("startContainer", &p.start_container, &p.start_state) {
         return e;
     }
+    // The fifo stays open (close-on-exec) until the execve: `start` waits for that before it runs
+    // the poststart hooks, which the spec puts after the user process is executed.
+    let _fifo = p.fifo;
     p.launch.exec()
 }

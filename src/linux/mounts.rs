@@ -116,6 +116,8 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     pub recursive: sys::MountAttr,
     pub data: Vec<String>,
+    /// `tmpcopyup` (podman, CRI-O): a new tmpfs starts with a copy of what it covers.
+    pub tmpcopyup: bool,
 }
 
 impl Default for MountOptions {
@@ -126,6 +128,7 @@ impl Default for MountOptions {
             propagation: Vec::new(),
             recursive: sys::MountAttr::default(),
             data: Vec::new(),
+            tmpcopyup: false,
         }
     }
 }
@@ -188,8 +191,11 @@ pub fn parse_options(options: &[String]) -> MountOptions {
     for opt in options {
         if let Some((_, set, clear)) = FLAG_OPTIONS.iter().find(|(n, _, _)| n == opt) {
             o.flags |= *set;
-            o.flags &= !*clear;
+            // remove(), not `&= !`: `!` drops the bits nix has no name for (MS_NOSYMFOLLOW).
+            o.flags.remove(*clear);
             o.cleared |= *clear;
+        } else if opt == "tmpcopyup" {
+            o.tmpcopyup = true;
         } else if let Some(p) = propagation_flags(opt) {
             o.propagation.push(p);
         } else if let Some((set, clear)) = recursive_attr(opt) {
@@ -207,6 +213,7 @@ pub fn parse_options(options: &[String]) -> MountOptions {
 pub fn known_options() -> Vec<&'static str> {
     let mut names: Vec<&str> = FLAG_OPTIONS.iter().map(|(n, _, _)| *n).collect();
     names.extend(PROPAGATION_OPTIONS);
+    names.push("tmpcopyup");
     names.extend(RECURSIVE_OPTIONS);
     names
 }
@@ -401,14 +408,16 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
             None::<&str>,
         )
         .ctx(|| "bind mount")?;
-        let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        let extra = opts
+            .flags
+            .difference(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
         if !extra.is_empty() {
             bind_remount(mounted.as_fd(), extra)?;
         }
         set_propagation_and_attrs(&mounted, &opts)
     } else {
-        let flags = opts.flags & !MsFlags::MS_REMOUNT;
+        let flags = opts.flags.difference(MsFlags::MS_REMOUNT);
         let res = mount(
             source.or(Some(Path::new(typ))),
             fd_path(&dest).as_str(),
@@ -432,12 +441,59 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
             }
             Err(e) => return Err(Error::from(e).context(format!("mount {typ}"))),
         }
+        if opts.tmpcopyup && typ == "tmpfs" {
+            // `dest` still refers to the directory the tmpfs now covers.
+            let covered = PathBuf::from(fd_path(&dest));
+            let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
+            let target = PathBuf::from(fd_path(&mounted));
+            copy_tree(&covered, &target).ctx(|| "tmpcopyup")?;
+            copy_owner_and_mode(&covered, &target).ctx(|| "tmpcopyup")?;
+        }
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
         if typ == "proc" {
             ensure_procfs(mounted.as_fd()).ctx(|| "after mounting proc")?;
         }
         set_propagation_and_attrs(&mounted, &opts)
     }
+}
+
+/// Copies a directory tree (files, directories, symlinks, with modes and owners) without ever
+/// following a symlink.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for entry in fs::read_dir(from).ctx(|| from.display().to_string())? {
+        let entry = entry.ctx(|| from.display().to_string())?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&src).ctx(|| src.display().to_string())?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = fs::read_link(&src).ctx(|| src.display().to_string())?;
+            std::os::unix::fs::symlink(&target, &dst).ctx(|| dst.display().to_string())?;
+        } else if ft.is_dir() {
+            fs::create_dir(&dst).ctx(|| dst.display().to_string())?;
+            copy_tree(&src, &dst)?;
+        } else if ft.is_file() {
+            fs::copy(&src, &dst).ctx(|| dst.display().to_string())?;
+        } else {
+            continue; // device nodes, fifos and sockets are not copied up (as runc)
+        }
+        if !ft.is_symlink() {
+            fs::set_permissions(&dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .ctx(|| dst.display().to_string())?;
+        }
+        std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))
+            .ctx(|| dst.display().to_string())?;
+    }
+    Ok(())
+}
+
+fn copy_owner_and_mode(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = fs::metadata(from).ctx(|| from.display().to_string())?;
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .ctx(|| to.display().to_string())?;
+    std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid()))
+        .ctx(|| to.display().to_string())
 }
 
 fn set_propagation_and_attrs(mounted: &OwnedFd, opts: &MountOptions) -> Result<()> {
@@ -463,7 +519,9 @@ fn set_propagation_and_attrs(mounted: &OwnedFd, opts: &MountOptions) -> Result<(
 /// holding a bind of each hierarchy's container cgroup, as runc does.
 fn mount_cgroup(ctx: &MountContext<'_>, m: &Mount, opts: &MountOptions) -> Result<()> {
     let dest = open_or_create_in_root(ctx.root, m.destination(), Kind::Dir)?;
-    let flags = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    let flags = opts
+        .flags
+        .difference(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     let hardening = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     if super::cgroups::is_unified() {
         let fresh = mount(
@@ -608,6 +666,9 @@ mod tests {
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
         assert!(o.flags.contains(MsFlags::MS_NOSUID));
         assert_eq!(o.data, vec!["size=1m".to_string()]);
+        // MS_NOSYMFOLLOW has no name in nix: clearing other flags must keep it.
+        let n = parse_options(&["nosymfollow".into(), "rw".into(), "nosuid".into()]);
+        assert!(n.flags.contains(MS_NOSYMFOLLOW | MsFlags::MS_NOSUID));
         let r = parse_options(&["rro".into(), "rnoatime".into()]);
         assert_eq!(r.recursive.set, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOATIME);
         assert_eq!(r.recursive.clear, MOUNT_ATTR__ATIME);

@@ -19,6 +19,8 @@
 //! are cleaned once per test binary before the first container is made.
 #![allow(dead_code)]
 
+pub mod console;
+
 use serde_json::{json, Value};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -230,6 +232,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The host pid of the command.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
     /// Output written so far to stdout.
     pub fn stdout_so_far(&self) -> String {
         fs::read_to_string(&self.stdout_path).unwrap_or_default()
@@ -1224,6 +1231,16 @@ impl Container {
             .unwrap_or_default()
     }
 
+    /// What the container (of the last `create`/`run --detach`) wrote to its
+    /// stderr so far.
+    pub fn container_stderr(&self) -> String {
+        self.last_detached
+            .borrow()
+            .as_ref()
+            .and_then(|(_, e)| fs::read_to_string(e).ok())
+            .unwrap_or_default()
+    }
+
     /// Waits until the container's stdout contains `needle`.
     #[track_caller]
     pub fn wait_container_stdout(&self, needle: &str, timeout: Duration) {
@@ -1310,6 +1327,41 @@ impl Container {
     #[track_caller]
     pub fn delete_force(&self) -> Out {
         self.rt(&["delete", "--force", &self.id])
+    }
+
+    /// `exec [FLAGS...] ID CMD...` in the foreground.
+    #[track_caller]
+    pub fn exec_in(&self, flags: &[&str], cmd: &[&str]) -> Out {
+        self.exec_in_opts(flags, cmd, &ExecOpts::default())
+    }
+
+    #[track_caller]
+    pub fn exec_in_opts(&self, flags: &[&str], cmd: &[&str], opts: &ExecOpts) -> Out {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(flags);
+        args.push(&self.id);
+        args.extend_from_slice(cmd);
+        self.rt_opts(&args, opts)
+    }
+
+    /// Starts `exec [FLAGS...] ID CMD...` in the background.
+    pub fn spawn_exec(&self, flags: &[&str], cmd: &[&str]) -> Running {
+        let mut args = self.global_args();
+        args.push("exec".into());
+        args.extend(flags.iter().map(OsString::from));
+        args.push(self.id.clone().into());
+        args.extend(cmd.iter().map(OsString::from));
+        spawn(&self.runtime, &args, &self.io, &ExecOpts::default())
+    }
+
+    /// A container whose process idles, started with `run --detach` and
+    /// checked to be running; returns the init's host pid.
+    #[track_caller]
+    pub fn start_idle(&mut self) -> i64 {
+        self.args(&["sleep", "1000000"]);
+        self.run_detached().assert_ok();
+        self.wait_status("running", WAIT);
+        self.pid()
     }
 
     /// `<root>/<id>`, the runtime's state dir of this container.

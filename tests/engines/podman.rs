@@ -528,6 +528,9 @@ fn failing_hook(rt: Rt) {
     let out = p.run(&["--rm", IMAGE, "echo", "must-not-run"]);
     assert!(out.code > 0, "podman run should fail:\n{out}");
     assert!(!out.stdout.contains("must-not-run"), "{out}");
-    assert!(out.stderr.contains("hook"), "the error should name the hook:\n{out}");
+    assert!(
+        out.stderr.contains("hook"),
+        "the error should name the hook:\n{out}"
+    );
     p.remove_all_and_check();
 }
