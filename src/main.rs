@@ -4,21 +4,40 @@
 mod cli;
 mod commands;
 mod container;
+mod delegate;
 mod error;
+mod eventlog;
 mod hooks;
 mod linux;
 mod log;
 mod spec;
 mod state;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command};
 
+/// Commands that concern no container and change nothing are not recorded in the events log.
+const UNRECORDED: &[&str] = &["spec", "features", "metrics"];
+
 fn main() {
-    let cli = Cli::parse();
+    let started = std::time::Instant::now();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     log::init(&cli);
-    let result = dispatch(&cli);
+    let (name, sub) = matches
+        .subcommand()
+        .map(|(n, s)| (n, Some(s)))
+        .unwrap_or(("", None));
+    // A container owned by a delegate engine: the command goes to that engine.
+    let result = match sub.and_then(|s| delegate::route(&cli, name, s)) {
+        Some(r) => r,
+        None => dispatch(&cli),
+    };
+    if !UNRECORDED.contains(&name) {
+        let id = sub.and_then(|s| s.try_get_one::<String>("id").ok().flatten());
+        eventlog::record(&cli.root, name, id.map(String::as_str), started, &result);
+    }
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
@@ -40,5 +59,8 @@ fn dispatch(cli: &Cli) -> error::Result<i32> {
         Command::List(a) => commands::list::run(cli, a),
         Command::Spec(a) => commands::spec::run(a),
         Command::Features => commands::features::run(),
+        Command::Metrics(a) => commands::metrics::run(cli, a),
+        Command::Checkpoint(a) => commands::checkpoint::run(cli, a),
+        Command::Restore(a) => commands::restore::run(cli, a),
     }
 }

@@ -1,11 +1,14 @@
 //! One module per subcommand: thin, they load state, call into container/ and print.
 
+pub mod checkpoint;
 pub mod create;
 pub mod delete;
 pub mod exec;
 pub mod features;
 pub mod kill;
 pub mod list;
+pub mod metrics;
+pub mod restore;
 pub mod run;
 pub mod spec;
 pub mod start;
