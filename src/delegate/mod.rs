@@ -334,7 +334,10 @@ fn make(
     let logged = log.finish();
     let finished = finished?;
     if !logged.is_empty() {
-        return Err(Error::invalid(format!("{what}: {logged}")));
+        return Err(Error::invalid(format!(
+            "{what}: {}",
+            criu_detail(&logged, sub_args)
+        )));
     }
     if !finished.ok() && !mode.attached() {
         return Err(Error::invalid(format!(
@@ -540,9 +543,50 @@ fn routed(cli: &Cli, name: &str, sub: &clap::ArgMatches, id: &str, owner: &Owner
         }
         "exec" => Ok(f.code),
         _ => {
-            failed(&f, &what)?;
+            failed(&f, &what)
+                .map_err(|e| Error::invalid(criu_detail(&e.to_string(), &sub_args)))?;
             Ok(0)
         }
+    }
+}
+
+/// runc reports a CRIU failure as "criu failed: type DUMP errno 0\nlog file: dump.log"; the
+/// reason is in that log (in --work-path, else --image-path): its first error line is added.
+fn criu_detail(msg: &str, sub_args: &[OsString]) -> String {
+    let msg = msg.replace("\\n", "\n");
+    let Some((_, file)) = msg.split_once("log file: ") else {
+        return msg.replace('\n', "; ");
+    };
+    let file = file.lines().next().unwrap_or_default().trim();
+    let value_of = |flag: &str| {
+        let mut it = sub_args.iter().map(|a| a.to_string_lossy().into_owned());
+        while let Some(a) = it.next() {
+            if a == flag {
+                return it.next();
+            }
+            if let Some(v) = a.strip_prefix(&format!("{flag}=")) {
+                return Some(v.to_string());
+            }
+        }
+        None
+    };
+    let dir = value_of("--work-path").or_else(|| value_of("--image-path"));
+    let first_error = dir.and_then(|d| {
+        let path = Path::new(&d).join(file);
+        let text = fs::read_to_string(&path).ok()?;
+        let line = text.lines().find(|l| l.contains("Error ("))?;
+        // "(00.128178) Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds"
+        let reason = line
+            .split_once("): ")
+            .map_or(line, |(_, r)| r)
+            .trim()
+            .to_string();
+        Some(format!("{}: {reason}", path.display()))
+    });
+    let msg = msg.replace('\n', "; ");
+    match first_error {
+        Some(e) => format!("{msg} ({e})"),
+        None => msg,
     }
 }
 
