@@ -14,7 +14,13 @@ fn assert_failed_cleanly(c: &Container, out: &Out) {
     out.assert_fail();
     c.assert_no_debris(None);
     let left: Vec<_> = fs::read_dir(&c.root)
-        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        // runtime/ holds the runtime-wide events log, not a container's leftovers.
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n != "runtime")
+                .collect()
+        })
         .unwrap_or_default();
     assert!(
         left.is_empty(),
@@ -175,7 +181,13 @@ fn ids_with_a_slash_or_dot_dot_are_rejected() {
         check_our_exit_code(&out);
         check_our_message(&out, "name the id", |e| e.contains("id"));
         let left: Vec<_> = fs::read_dir(&c.root)
-            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            // runtime/ holds the runtime-wide events log, not a container's leftovers.
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name())
+                    .filter(|n| n != "runtime")
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(left.is_empty(), "id {bad:?}: root dir has {left:?}");
     }
