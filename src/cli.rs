@@ -83,6 +83,12 @@ pub enum Command {
     Update(Box<UpdateArgs>),
     /// Print resource statistics and OOM events of a container
     Events(EventsArgs),
+    /// Summarise the events log: count, errors, p50/p99 latency, fallbacks per command and engine
+    Metrics(MetricsArgs),
+    /// Checkpoint a running container with CRIU (served by a delegate engine built with CRIU)
+    Checkpoint(Box<CheckpointArgs>),
+    /// Restore a container from a CRIU checkpoint (served by a delegate engine built with CRIU)
+    Restore(Box<RestoreArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -304,6 +310,77 @@ pub struct UpdateArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct MetricsArgs {
+    /// Output format
+    #[arg(short, long, value_enum, default_value_t = MetricsFormat::Table)]
+    pub format: MetricsFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsFormat {
+    Table,
+    Json,
+    Prometheus,
+}
+
+/// CRIU options shared by `checkpoint` and `restore` (runc's flags; passed to the engine as given).
+#[derive(Args, Debug)]
+pub struct CriuArgs {
+    /// Directory for the CRIU image files
+    #[arg(long)]
+    pub image_path: Option<PathBuf>,
+    /// Directory for CRIU's work files and logs
+    #[arg(long)]
+    pub work_path: Option<PathBuf>,
+    /// Allow open TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Allow external unix sockets
+    #[arg(long)]
+    pub ext_unix_sk: bool,
+    /// Allow shell jobs
+    #[arg(long)]
+    pub shell_job: bool,
+    /// Handle file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// Use userfaultfd to lazily restore memory pages
+    #[arg(long)]
+    pub lazy_pages: bool,
+    /// cgroups mode: soft, full, strict or ignore
+    #[arg(long)]
+    pub manage_cgroups_mode: Option<String>,
+    /// Namespaces to leave empty (e.g. network)
+    #[arg(long)]
+    pub empty_ns: Vec<String>,
+    /// Enable auto deduplication of memory images
+    #[arg(long)]
+    pub auto_dedup: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub criu: CriuArgs,
+    /// Directory of a previous (pre-dump) image
+    #[arg(long)]
+    pub parent_path: Option<PathBuf>,
+    /// Leave the process running after checkpointing
+    #[arg(long)]
+    pub leave_running: bool,
+    /// CRIU writes \0 to this fd when lazy-pages is ready
+    #[arg(long)]
+    pub status_fd: Option<String>,
+    /// ADDRESS:PORT of the page server
+    #[arg(long)]
+    pub page_server: Option<String>,
+    /// Dump the memory only, leave the container running
+    #[arg(long)]
+    pub pre_dump: bool,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
 pub struct EventsArgs {
     /// Print one stats record and exit
     #[arg(long)]
@@ -311,5 +388,36 @@ pub struct EventsArgs {
     /// Time between stats records (5s, 500ms, 1m; a bare number is seconds)
     #[arg(long, default_value = "5s")]
     pub interval: String,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub criu: CriuArgs,
+    /// Path to the bundle directory
+    #[arg(short, long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Unix socket that receives the master side of the container's terminal
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Return once the container runs
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Write the container's init pid to this file
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    /// Accepted for runc compatibility
+    #[arg(long)]
+    pub no_subreaper: bool,
+    /// Do not use pivot_root
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// LSM profile of the restored process
+    #[arg(long)]
+    pub lsm_profile: Option<String>,
+    /// LSM mount context of the restored container
+    #[arg(long)]
+    pub lsm_mount_context: Option<String>,
     pub id: String,
 }

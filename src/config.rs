@@ -103,9 +103,16 @@ impl ProxmoxConfig {
     }
 }
 
+/// The --config flag, recorded once by main for the readers that have no `Cli` at hand.
+static FLAG: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+pub fn init(flag: Option<&Path>) {
+    let _ = FLAG.set(flag.map(Path::to_path_buf));
+}
+
 /// The config file in force: `--config`, else `$PROXMOX_LXCRI_CONFIG`, else the default path.
 pub fn path(flag: Option<&Path>) -> PathBuf {
-    if let Some(p) = flag {
+    if let Some(p) = flag.or_else(|| FLAG.get().and_then(|f| f.as_deref())) {
         return p.to_path_buf();
     }
     match std::env::var_os(ENV_PATH) {

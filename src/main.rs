@@ -5,7 +5,9 @@ mod cli;
 mod commands;
 mod config;
 mod container;
+mod delegate;
 mod error;
+mod eventlog;
 mod hooks;
 mod linux;
 mod log;
@@ -13,13 +15,17 @@ mod proxmox;
 mod spec;
 mod state;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use cli::{Cli, Command};
 
+/// Commands that concern no container and change nothing are not recorded in the events log.
+const UNRECORDED: &[&str] = &["spec", "features", "metrics"];
+
 fn main() {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let started = std::time::Instant::now();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
         Err(e) => {
             // Engines read the runtime's error from the --log file (containerd's shim, conmon):
             // a usage error must land there too.
@@ -32,8 +38,22 @@ fn main() {
             e.exit()
         }
     };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     log::init(&cli);
-    let result = dispatch(&cli);
+    config::init(cli.config.as_deref());
+    let (name, sub) = matches
+        .subcommand()
+        .map(|(n, s)| (n, Some(s)))
+        .unwrap_or(("", None));
+    // A container owned by a delegate engine: the command goes to that engine.
+    let result = match sub.and_then(|s| delegate::route(&cli, name, s)) {
+        Some(r) => r,
+        None => dispatch(&cli),
+    };
+    if !UNRECORDED.contains(&name) {
+        let id = sub.and_then(|s| s.try_get_one::<String>("id").ok().flatten());
+        eventlog::record(&cli.root, name, id.map(String::as_str), started, &result);
+    }
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
@@ -60,5 +80,8 @@ fn dispatch(cli: &Cli) -> error::Result<i32> {
         Command::Ps(a) => commands::ps::run(cli, a),
         Command::Update(a) => commands::update::run(cli, a),
         Command::Events(a) => commands::events::run(cli, a),
+        Command::Metrics(a) => commands::metrics::run(cli, a),
+        Command::Checkpoint(a) => commands::checkpoint::run(cli, a),
+        Command::Restore(a) => commands::restore::run(cli, a),
     }
 }

@@ -87,16 +87,6 @@ fn validate(spec: &Spec) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
     }
     validate_process(spec)?;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        let idmap_option = m
-            .options()
-            .iter()
-            .flatten()
-            .any(|o| o == "idmap" || o == "ridmap");
-        if m.uid_mappings().is_some() || m.gid_mappings().is_some() || idmap_option {
-            return Err(Error::invalid(format!(
-                "mounts[{i}].uidMappings: idmapped mounts are not supported by this runtime yet"
-            )));
-        }
         if !m.destination().is_absolute() {
             return Err(Error::invalid(format!(
                 "mounts[{i}].destination {:?} must be an absolute path",
@@ -108,15 +98,6 @@ fn validate(spec: &Spec) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
         return Err(Error::invalid("linux: missing from config.json"));
     };
     let joined = validate_namespaces(spec)?;
-    if linux
-        .mount_label()
-        .as_deref()
-        .is_some_and(|l| !l.is_empty())
-    {
-        return Err(Error::invalid(
-            "linux.mountLabel: SELinux labels are not supported by this runtime yet",
-        ));
-    }
     let new_uts =
         namespaces(spec).any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_none());
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !new_uts {
@@ -197,25 +178,6 @@ fn validate_process(spec: &Spec) -> Result<()> {
         }
     }
     crate::linux::capabilities::CapabilitySets::from_spec(process.capabilities().as_ref())?;
-    // Never silently run a container without the confinement it asked for.
-    if process
-        .apparmor_profile()
-        .as_deref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        return Err(Error::invalid(
-            "process.apparmorProfile: AppArmor profiles are not supported by this runtime yet",
-        ));
-    }
-    if process
-        .selinux_label()
-        .as_deref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        return Err(Error::invalid(
-            "process.selinuxLabel: SELinux labels are not supported by this runtime yet",
-        ));
-    }
     Ok(())
 }
 

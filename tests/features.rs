@@ -361,7 +361,7 @@ fn unclaimed_feature_is_refused(setup: impl FnOnce(&mut Container), field: &str)
     let mut c = Container::new();
     c.sh("echo ran");
     setup(&mut c);
-    let out = c.run();
+    let out = c.run_native_only();
     out.assert_fail();
     assert!(!out.stdout.contains("ran"), "the container ran:\n{out}");
     check_our_message(&out, &format!("name {field}"), |e| e.contains(field));

@@ -1,5 +1,6 @@
 use crate::cli::{Cli, CreateArgs};
-use crate::container::create::{create, CreateOptions};
+use crate::container::create::{create_from, CreateOptions};
+use crate::delegate::{self, Decision, Mode};
 use crate::error::Result;
 
 pub fn options<'a>(cli: &'a Cli, args: &'a CreateArgs) -> CreateOptions<'a> {
@@ -20,6 +21,12 @@ pub fn options<'a>(cli: &'a Cli, args: &'a CreateArgs) -> CreateOptions<'a> {
 
 pub fn run(cli: &Cli, args: &CreateArgs) -> Result<i32> {
     crate::linux::cgroups::check_systemd_flag(cli.systemd_cgroup)?;
-    create(&options(cli, args))?;
-    Ok(0)
+    let bundle = match delegate::decide(cli, &args.bundle, &args.id, Mode::Create)? {
+        Decision::Native(b) => b,
+        Decision::Delegated(code) => return Ok(code),
+    };
+    match create_from(&options(cli, args), *bundle) {
+        Ok(_) => Ok(0),
+        Err(e) => delegate::after_native_failure(cli, &args.bundle, &args.id, Mode::Create, e),
+    }
 }

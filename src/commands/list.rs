@@ -22,6 +22,7 @@ pub fn run(cli: &Cli, args: &ListArgs) -> Result<i32> {
             rows.push((state, status));
         }
     }
+    rows.extend(crate::delegate::list_rows(cli));
     rows.sort_by(|a, b| a.0.id.cmp(&b.0.id));
     if args.quiet {
         for (s, _) in &rows {

@@ -4,16 +4,29 @@
 use super::create::options;
 use super::{delete, start};
 use crate::cli::{Cli, RunArgs};
-use crate::container::create::create;
+use crate::container::create::create_from;
 use crate::container::foreground;
+use crate::delegate::{self, Decision, Mode};
 use crate::error::Result;
 use crate::state::{ContainerDir, Status};
 
 pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     crate::linux::cgroups::check_systemd_flag(cli.systemd_cgroup)?;
-    let mut opts = options(cli, &args.create);
+    let mode = Mode::Run {
+        detach: args.detach,
+        keep: args.keep,
+    };
+    let c = &args.create;
+    let bundle = match delegate::decide(cli, &c.bundle, &c.id, mode)? {
+        Decision::Native(b) => b,
+        Decision::Delegated(code) => return Ok(code),
+    };
+    let mut opts = options(cli, c);
     opts.attach_terminal = !args.detach;
-    let created = create(&opts)?;
+    let created = match create_from(&opts, *bundle) {
+        Ok(created) => created,
+        Err(e) => return delegate::after_native_failure(cli, &c.bundle, &c.id, mode, e),
+    };
     if let Err(e) = start::start(&created.dir, &created.state, Status::Created) {
         let _ = delete::destroy(created.dir, &created.state, Status::Created);
         return Err(e);

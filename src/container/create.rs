@@ -16,7 +16,7 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxResources};
 
 use super::init;
 use super::sync::{Channel, Message};
-use crate::error::{Context, Error, Result};
+use crate::error::{unsupported_errno, Context, Error, Result};
 use crate::hooks;
 use crate::linux::cgroups::{self, Cgroup};
 use crate::linux::namespaces::{self, ForChildren};
@@ -28,6 +28,7 @@ use crate::state::{self, ContainerDir, State};
 pub struct CreateOptions<'a> {
     pub root: &'a Path,
     pub id: &'a str,
+    #[allow(dead_code)]
     pub bundle: &'a Path,
     pub pid_file: Option<&'a Path>,
     pub console_socket: Option<&'a Path>,
@@ -74,9 +75,16 @@ impl Drop for Undo {
     }
 }
 
+// The commands load the bundle first (the engine choice reads it) and call create_from.
+#[allow(dead_code)]
 pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     crate::state::validate_id(opts.id)?;
-    let mut bundle = Bundle::load(opts.bundle)?;
+    create_from(opts, Bundle::load(opts.bundle)?)
+}
+
+/// `create` with the bundle already loaded (the engine choice reads it first).
+pub fn create_from(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
+    crate::state::validate_id(opts.id)?;
     let process = bundle
         .spec
         .process()
@@ -146,7 +154,10 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     };
 
     let for_children = ForChildren::enter(&bundle)?;
-    let cloned = sys::clone3(namespaces::clone_flags(&bundle).bits() as u64, None);
+    let cloned = match injected_native_failure() {
+        Some(err) => Err(err),
+        None => sys::clone3(namespaces::clone_flags(&bundle).bits() as u64, None),
+    };
     let pid = match cloned {
         Ok(sys::CloneResult::Child) => {
             drop(to_child);
@@ -155,7 +166,12 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         Ok(sys::CloneResult::Parent(pid)) => pid,
         Err(e) => {
             let _ = for_children.leave();
-            return Err(Error::os("clone3 of the container init", e));
+            let what = "clone3 of the container init";
+            return Err(if unsupported_errno(what, e.raw_os_error()) {
+                Error::unsupported(what, e)
+            } else {
+                Error::os(what, e)
+            });
         }
     };
     undo.child = Some(pid);
@@ -246,6 +262,17 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     })
 }
 
+/// Test hook (debug builds only): `PROXMOX_LXCRI_TEST_FAIL_NATIVE=unsupported` makes clone3 fail
+/// as on a kernel without it, after the state dir and cgroup exist, so that the fallback and the
+/// undo of a half-done native create can be tested on any host.
+fn injected_native_failure() -> Option<std::io::Error> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let wanted = std::env::var_os("PROXMOX_LXCRI_TEST_FAIL_NATIVE")?;
+    (wanted == "unsupported").then(|| std::io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
 /// --pidfd-socket: a pidfd of the init for the caller (containerd uses it to watch the init
 /// without pid races).
 pub fn send_pidfd(path: &Path, pid: i32) -> Result<()> {
@@ -268,7 +295,7 @@ fn run_hooks_and_init(state: &State, to_child: &mut Channel) -> Result<()> {
     to_child.send(&Message::Go)?;
     match to_child.recv()? {
         Some(Message::Ready) => Ok(()),
-        Some(Message::Failed(msg)) => Err(Error::invalid(msg)),
+        Some(Message::Failed(msg)) => Err(Error::from_init(msg)),
         _ => Err(Error::invalid("the container init exited during set-up")),
     }
 }

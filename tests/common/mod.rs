@@ -1147,6 +1147,20 @@ impl Container {
 
     /// `run --bundle B [EXTRA...] ID` in the foreground; returns its output.
     #[track_caller]
+    /// `run` with no delegate engine configured (`runtime.fallback` empty): what the native engine
+    /// declines is then an error instead of a container under runc.
+    pub fn run_native_only(&self) -> Out {
+        self.write_config();
+        fs::create_dir_all(&self.host).expect("create host dir");
+        let cfg = self.host.join("native-only.json");
+        fs::write(&cfg, r#"{"runtime": {"fallback": []}}"#).expect("write config");
+        let (cfg, bundle) = (
+            cfg.to_string_lossy().into_owned(),
+            self.bundle.to_string_lossy().into_owned(),
+        );
+        self.rt(&["--config", &cfg, "run", "--bundle", &bundle, &self.id])
+    }
+
     pub fn run(&self) -> Out {
         self.run_with(&[])
     }
