@@ -8,6 +8,7 @@ mod error;
 mod hooks;
 mod linux;
 mod log;
+mod proxmox;
 mod spec;
 mod state;
 

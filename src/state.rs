@@ -60,6 +60,9 @@ pub struct State {
     /// The spec's hooks, kept for poststart/poststop (so later commands need not re-read the bundle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The LXC command-socket monitor of a pct-visible container (proxmox/monitor.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<crate::proxmox::monitor::MonitorRecord>,
 }
 
 /// runc's `state` output (and each entry of `list --format json`).

@@ -72,6 +72,11 @@ impl Drop for Undo {
 pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     crate::state::validate_id(opts.id)?;
     let bundle = Bundle::load(opts.bundle)?;
+    // Checked before anything exists: a bad vmid or lxcpath is the caller's error.
+    let pct = match crate::proxmox::monitor::pct_vmid(&bundle.spec)? {
+        Some(vmid) => Some((vmid, crate::proxmox::monitor::lxcpath()?)),
+        None => None,
+    };
     let process = bundle
         .spec
         .process()
@@ -179,7 +184,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     // The start time is read now, while the init surely lives (it waits for Go).
     let pid_start_time = state::process_start_time(pid)
         .ok_or_else(|| Error::invalid("the container init died during set-up"))?;
-    let state = State {
+    let mut state = State {
         oci_version: bundle.spec.version().clone(),
         id: opts.id.to_string(),
         pid,
@@ -192,6 +197,7 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         cgroup_path,
         own_pid_namespace: bundle.creates_namespace(LinuxNamespaceType::Pid),
         hooks: bundle.spec.hooks().clone(),
+        monitor: None,
     };
     if let Err(e) = run_hooks_and_init(&state, &mut to_child) {
         // runtime-spec lifecycle: a failure here "continues the lifecycle" at the destroy step,
@@ -211,6 +217,16 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
     if let Some(path) = opts.pidfd_socket {
         send_pidfd(path, pid)?;
     }
+    if let Some((vmid, lxcpath)) = &pct {
+        let target = crate::proxmox::monitor::Target {
+            vmid: *vmid,
+            lxcpath,
+            init_pid: pid,
+            state_dir: &opts.root.join(opts.id),
+            cgroup_path: &state.cgroup_path,
+        };
+        state.monitor = Some(crate::proxmox::monitor::start(&target)?);
+    }
     let dir = undo
         .dir
         .take()
@@ -220,6 +236,9 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
         .and_then(|_| write_pid_file(opts.pid_file, pid))
     {
         undo.dir = Some(dir);
+        if let Some(m) = &state.monitor {
+            crate::proxmox::monitor::stop(m);
+        }
         return Err(e);
     }
     undo.child = None;

@@ -217,6 +217,8 @@ pub struct ExecOpts {
     pub fd3: Option<PathBuf>,
     /// Defaults to [`CMD_TIMEOUT`].
     pub timeout: Option<Duration>,
+    /// Extra environment variables for the command.
+    pub env: Vec<(String, String)>,
 }
 
 static IO_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -350,6 +352,7 @@ pub fn spawn<S: AsRef<OsStr>>(
     if let Some(cwd) = &opts.cwd {
         cmd.current_dir(cwd);
     }
+    cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
