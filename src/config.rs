@@ -57,6 +57,8 @@ pub struct ProxmoxConfig {
     pub config_dir: PathBuf,
     /// Where pct keeps its per-vmid flock files.
     pub lock_dir: PathBuf,
+    /// LXC's lxcpath: the command socket Proxmox looks for is `@<lxcpath>/<vmid>/command`.
+    pub lxcpath: PathBuf,
     /// The first one is the default.
     pub storages: Vec<StorageConfig>,
     pub vmid_range: (u32, u32),
@@ -71,6 +73,7 @@ impl Default for ProxmoxConfig {
             enabled: false,
             config_dir: PathBuf::from("/etc/pve/lxc"),
             lock_dir: PathBuf::from("/run/lock/lxc"),
+            lxcpath: PathBuf::from("/var/lib/lxc"),
             storages: Vec::new(),
             vmid_range: DEFAULT_VMID_RANGE,
             default_disk_size_gib: DEFAULT_DISK_SIZE_GIB,
@@ -165,6 +168,7 @@ fn parse_proxmox(v: &Value) -> Result<ProxmoxConfig> {
             "keep" => c.keep = boolean(v, &name)?,
             "config_dir" => c.config_dir = abs_path(v, &name)?,
             "lock_dir" => c.lock_dir = abs_path(v, &name)?,
+            "lxcpath" => c.lxcpath = abs_path(v, &name)?,
             "storage" => c.storages = parse_storages(v, &name)?,
             "vmid_range" => c.vmid_range = parse_range(v, &name)?,
             "default_disk_size_gib" => {

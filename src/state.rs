@@ -63,6 +63,9 @@ pub struct State {
     /// Its Proxmox side (vmid, pct config, volume), for a pct-visible container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxmox: Option<crate::proxmox::Record>,
+    /// The LXC command-socket monitor of a pct-visible container (proxmox/monitor.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<crate::proxmox::monitor::MonitorRecord>,
 }
 
 /// runc's `state` output (and each entry of `list --format json`).

@@ -51,6 +51,8 @@ impl Pve {
             "enabled": true,
             "config_dir": self.lxc,
             "lock_dir": self.lock,
+            // The LXC command socket is host-wide: each test's "node" has its own lxcpath.
+            "lxcpath": self.lock.join("lxcpath"),
             "storage": {"id": "local", "type": "dir", "path": self.store},
         });
         for (k, v) in extra.as_object().unwrap() {

@@ -43,6 +43,10 @@ pub fn destroy(dir: ContainerDir, state: &State, status: Status) -> Result<()> {
     if status != Status::Stopped {
         kill_and_wait(state)?;
     }
+    // The monitor leaves with the init; waiting for it here means its socket is gone on return.
+    if let Some(m) = &state.monitor {
+        crate::proxmox::monitor::stop(m);
+    }
     if !state.own_pid_namespace {
         for pid in cgroup.pids().unwrap_or_default() {
             let _ =

@@ -85,6 +85,8 @@ pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
 /// `create` with the bundle already loaded (the engine choice reads it first).
 pub fn create_from(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
     crate::state::validate_id(opts.id)?;
+    // Checked before anything exists: a bad vmid annotation or lxcpath is the caller's error.
+    let annotated_vmid = crate::proxmox::monitor::pct_vmid(&bundle.spec)?;
     let process = bundle
         .spec
         .process()
@@ -203,7 +205,7 @@ pub fn create_from(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Creat
     // The start time is read now, while the init surely lives (it waits for Go).
     let pid_start_time = state::process_start_time(pid)
         .ok_or_else(|| Error::invalid("the container init died during set-up"))?;
-    let state = State {
+    let mut state = State {
         oci_version: bundle.spec.version().clone(),
         id: opts.id.to_string(),
         pid,
@@ -217,6 +219,7 @@ pub fn create_from(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Creat
         own_pid_namespace: bundle.creates_namespace(LinuxNamespaceType::Pid),
         hooks: bundle.spec.hooks().clone(),
         proxmox: undo.proxmox.as_ref().and_then(proxmox::Setup::record),
+        monitor: None,
     };
     if undo.proxmox.is_some() {
         proxmox::fail_point("created")?;
@@ -239,6 +242,24 @@ pub fn create_from(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Creat
     if let Some(path) = opts.pidfd_socket {
         send_pidfd(path, pid)?;
     }
+    // pct-visible (a vmid allocated above, or one given by annotation): Proxmox learns that the
+    // container runs from the LXC command socket.
+    let pct = match &state.proxmox {
+        Some(r) => Some((r.vmid, r.lxcpath.to_string_lossy().into_owned())),
+        None => annotated_vmid
+            .map(|v| crate::proxmox::monitor::lxcpath().map(|p| (v, p)))
+            .transpose()?,
+    };
+    if let Some((vmid, lxcpath)) = pct {
+        let target = crate::proxmox::monitor::Target {
+            vmid,
+            lxcpath: &lxcpath,
+            init_pid: pid,
+            state_dir: &opts.root.join(opts.id),
+            cgroup_path: &state.cgroup_path,
+        };
+        state.monitor = Some(crate::proxmox::monitor::start(&target)?);
+    }
     let dir = undo
         .dir
         .take()
@@ -248,6 +269,9 @@ pub fn create_from(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Creat
         .and_then(|_| write_pid_file(opts.pid_file, pid))
     {
         undo.dir = Some(dir);
+        if let Some(m) = &state.monitor {
+            crate::proxmox::monitor::stop(m);
+        }
         return Err(e);
     }
     undo.child = None;

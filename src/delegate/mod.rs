@@ -644,6 +644,7 @@ impl EngineState {
             own_pid_namespace: true,
             hooks: None,
             proxmox: None,
+            monitor: None,
         };
         Ok((state, status))
     }

@@ -7,6 +7,8 @@
 pub mod annotations;
 pub mod copy;
 pub mod guest;
+pub mod lxc_protocol;
+pub mod monitor;
 pub mod pct;
 pub mod storage;
 pub mod vmid;
@@ -32,9 +34,16 @@ pub struct Record {
     /// `<pve>/lxc/<vmid>.conf`.
     pub config: PathBuf,
     pub lock_dir: PathBuf,
+    /// Where the LXC command socket lives (proxmox.lxcpath).
+    #[serde(default = "default_lxcpath")]
+    pub lxcpath: PathBuf,
     pub volume: Volume,
     /// Leave config and volume behind on delete (proxmox.keep at create time).
     pub keep: bool,
+}
+
+fn default_lxcpath() -> PathBuf {
+    PathBuf::from("/var/lib/lxc")
 }
 
 /// The Proxmox side of a create in progress; dropping it undoes everything done so far
@@ -43,6 +52,7 @@ pub struct Setup {
     claim: Option<Claim>,
     volume: Option<Volume>,
     lock_dir: PathBuf,
+    lxcpath: PathBuf,
     keep: bool,
 }
 
@@ -54,6 +64,7 @@ impl Setup {
             vmid: claim.vmid,
             config: claim.config.clone(),
             lock_dir: self.lock_dir.clone(),
+            lxcpath: self.lxcpath.clone(),
             volume: self.volume.clone()?,
             keep: self.keep,
         })
@@ -103,6 +114,7 @@ pub fn setup(config_flag: Option<&Path>, id: &str, bundle: &mut Bundle) -> Resul
         claim: None,
         volume: None,
         lock_dir: cfg.lock_dir.clone(),
+        lxcpath: cfg.lxcpath.clone(),
         keep: cfg.keep,
     };
 

@@ -65,6 +65,34 @@ pub fn close_range_cloexec(first: u32) -> Result<()> {
     Ok(())
 }
 
+/// Closes every fd from 3 upwards except those in `keep`: a process that outlives the command
+/// that forked it (the LXC command-socket monitor) must not hold the caller's pipes, the
+/// container's state-dir lock or anything else the runtime had open.
+///
+/// Safe to call, but the caller must not use (or drop) any value that owned one of the closed fds
+/// afterwards: it is meant for a fork child that only ever leaves through `exit_now`.
+pub fn close_fds_except(keep: &[i32]) -> Result<()> {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd >= 3)
+        .collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3u32;
+    for fd in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if fd > first {
+            let last = if fd == u32::MAX { u32::MAX } else { fd - 1 };
+            // SAFETY: close_range takes plain integers and passes no memory. Closing fds that
+            // Rust values still own is no memory hazard; the caller's contract (above) keeps
+            // those values from being used again.
+            check(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) })?;
+        }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
 /// The mount attributes of mount_setattr(2).
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MountAttr {

@@ -15,9 +15,10 @@ pub mod xattr;
 pub mod zfs;
 
 pub use clone::{clone3, CloneResult};
-pub use fs::{close_range_cloexec, mount_setattr, openat2, MountAttr};
+pub use fs::{close_fds_except, close_range_cloexec, mount_setattr, openat2, MountAttr};
 pub use misc::{
     exit_now, join_session_keyring, namespace_type, reset_signal_dispositions, setdomainname,
+    trim_heap,
 };
 pub use pidfd::{pidfd_open, pidfd_send_signal};
 pub use scm::{recv_fd, send_fd};

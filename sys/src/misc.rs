@@ -62,3 +62,13 @@ pub fn join_session_keyring(name: &std::ffi::CStr) -> Result<()> {
     check(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) })?;
     Ok(())
 }
+
+/// malloc_trim(0): hands the heap's free pages back to the kernel. The command-socket monitor is a
+/// fork of the runtime and lives as long as the container; what the runtime freed before the fork
+/// should not stay resident in it.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own allocator state; the process is single-threaded.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
