@@ -192,34 +192,6 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// `cargo test --release -- --ignored --nocapture append_cost`: the price of one record.
-    #[test]
-    #[ignore]
-    fn append_cost() {
-        let dir = Path::new("/run").join(format!("lxcri-eventlog-bench-{}", std::process::id()));
-        let p = dir.join(DIR).join(FILE);
-        let n = 20_000;
-        let started = Instant::now();
-        for _ in 0..n {
-            let e = Event {
-                time: crate::state::now_rfc3339(),
-                command: "state".into(),
-                id: Some("bench1".into()),
-                engine: "native".into(),
-                duration_us: 1234,
-                outcome: "ok".into(),
-                error: None,
-                fallback_reason: None,
-            };
-            let mut line = serde_json::to_vec(&e).unwrap();
-            line.push(b'\n');
-            append(&p, &line, 1 << 20).unwrap();
-        }
-        let per = started.elapsed() / n;
-        eprintln!("one events-log record (format + open + fstat + write + close): {per:?}");
-        fs::remove_dir_all(&dir).unwrap();
-    }
-
     #[test]
     fn long_errors_are_cut_on_a_char_boundary() {
         let s = short(&"é".repeat(300));
