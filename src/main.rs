@@ -8,6 +8,7 @@ mod container;
 mod delegate;
 mod error;
 mod eventlog;
+mod fsutil;
 mod hooks;
 mod linux;
 mod log;

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -203,19 +202,8 @@ impl ContainerDir {
     /// Writes state.json atomically: a temp file in the same directory, then rename. No fsync:
     /// --root lives on tmpfs (/run), where it would buy nothing and cost time on every create.
     pub fn save(&self, state: &State) -> Result<()> {
-        let tmp = self.path.join(".state.json.tmp");
-        let file = self.path.join(STATE_FILE);
         let data = serde_json::to_vec(state).map_err(|e| Error::invalid(e.to_string()))?;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .ctx(|| format!("writing {}", tmp.display()))?;
-        f.write_all(&data)
-            .ctx(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &file).ctx(|| format!("renaming to {}", file.display()))
+        crate::fsutil::write_atomic(&self.path.join(STATE_FILE), &data, 0o600)
     }
 
     pub fn id(&self) -> &str {

@@ -1,12 +1,9 @@
 //! The parent side of `create`: state dir, cgroup, clone3 of the init, id maps, then wait until the
 //! init reports it is set up (or why it is not). Every step has an undo, run on any failure.
 
-use std::fs;
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
@@ -358,15 +355,5 @@ pub fn write_pid_file(path: Option<&Path>, pid: i32) -> Result<()> {
     } else {
         std::env::current_dir().unwrap_or_default().join(path)
     };
-    let tmp = PathBuf::from(format!("{}.tmp{}", path.display(), std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .ctx(|| format!("--pid-file {}", tmp.display()))?;
-    f.write_all(pid.to_string().as_bytes())
-        .ctx(|| format!("--pid-file {}", tmp.display()))?;
-    fs::rename(&tmp, &path).ctx(|| format!("--pid-file {}", path.display()))
+    crate::fsutil::write_atomic(&path, pid.to_string().as_bytes(), 0o644).ctx(|| "--pid-file")
 }

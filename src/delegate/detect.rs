@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -131,18 +130,8 @@ pub fn detect(cfg: &RuntimeConfig, root: &Path, engine: Engine) -> Result<Detect
 fn save(path: &Path, cache: &Cache) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".{CACHE_FILE}.{}", std::process::id()));
     let data = serde_json::to_vec_pretty(cache).map_err(|e| Error::invalid(e.to_string()))?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    f.write_all(&data)
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).ctx(|| format!("renaming to {}", path.display()))
+    crate::fsutil::write_atomic(path, &data, 0o600)
 }
 
 fn probe(cfg: &RuntimeConfig, root: &Path, engine: Engine, path: &Path) -> Detected {

@@ -13,8 +13,7 @@ pub mod process;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -439,18 +438,8 @@ fn engine_command(
 }
 
 fn write_owner(dir: &Path, owner: &Owner) -> Result<()> {
-    let tmp = dir.join(format!(".{MARKER}.tmp"));
     let data = serde_json::to_vec(owner).map_err(|e| Error::invalid(e.to_string()))?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    f.write_all(&data)
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, dir.join(MARKER)).ctx(|| format!("writing {}", dir.join(MARKER).display()))
+    crate::fsutil::write_atomic(&dir.join(MARKER), &data, 0o600)
 }
 
 /// The owner of an existing container, when it is delegated (one failed open when it is not).
