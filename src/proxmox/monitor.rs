@@ -86,6 +86,9 @@ pub struct MonitorRecord {
     pub start_time: u64,
     /// The abstract socket, `@`-prefixed as /proc/net/unix shows it.
     pub socket: String,
+    /// `<lxcpath>/<vmid>/config`, when the monitor made it (removed again on delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lxc_config: Option<std::path::PathBuf>,
 }
 
 /// The container a monitor serves.
@@ -102,6 +105,7 @@ pub struct Target<'a> {
 pub fn start(t: &Target<'_>) -> Result<MonitorRecord> {
     let name = proto::socket_name(t.lxcpath, &t.vmid.to_string());
     let listener = bind_abstract(&name)?;
+    let lxc_config = ensure_lxc_config(t)?;
     let pidfd = sys::pidfd_open(t.init_pid).ctx(|| format!("pidfd_open {}", t.init_pid))?;
     let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe")?;
     let cloned = sys::clone3(0, None).map_err(|e| Error::os("clone3 of the LXC monitor", e))?;
@@ -121,11 +125,41 @@ pub fn start(t: &Target<'_>) -> Result<MonitorRecord> {
         pid,
         start_time,
         socket: format!("@{name}"),
+        lxc_config,
     })
+}
+
+/// liblxc's tools (`lxc-info`, which Proxmox also calls) refuse a container without
+/// `<lxcpath>/<name>/config`; Proxmox writes one when pct starts a container, so we do for ours.
+/// Returns the path when we made it (an existing one is left alone).
+fn ensure_lxc_config(t: &Target<'_>) -> Result<Option<std::path::PathBuf>> {
+    use std::io::Write;
+    let dir = std::path::Path::new(t.lxcpath).join(t.vmid.to_string());
+    fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("config");
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            f.write_all(format!("lxc.uts.name = {}\n", t.vmid).as_bytes())
+                .ctx(|| format!("writing {}", path.display()))?;
+            Ok(Some(path))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(Error::os(format!("writing {}", path.display()), e)),
+    }
 }
 
 /// Ends the monitor (if it still runs) and waits until it is gone, so that its socket is too.
 pub fn stop(rec: &MonitorRecord) {
+    if let Some(path) = &rec.lxc_config {
+        let _ = fs::remove_file(path);
+        if let Some(dir) = path.parent() {
+            let _ = fs::remove_dir(dir); // only if empty: Proxmox may keep files there
+        }
+    }
     let Ok(pidfd) = sys::pidfd_open(rec.pid) else {
         return;
     };
