@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 use super::cgroupfs::Hierarchies;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -106,6 +106,7 @@ impl Cgroup {
                 return Ok(());
             }
         } else {
+            self.create_v2_ancestors()?;
             self.manager()?
                 .add_task(Pid::from_raw(pid))
                 .map_err(|e| self.err(&e))?;
@@ -121,6 +122,21 @@ impl Cgroup {
             freezer_state: None,
         };
         self.manager()?.apply(&opts).map_err(|e| self.err(&e))
+    }
+
+    /// Creates the parents of the container's v2 cgroup. libcgroups 0.7 checks for each one
+    /// and then creates it, which fails with EEXIST when another container's create makes the
+    /// same parent in between (concurrent creates below one parent are the normal case);
+    /// `create_dir_all` takes an existing directory as success. libcgroups still enables the
+    /// controllers in each parent.
+    fn create_v2_ancestors(&self) -> Result<()> {
+        let dir = controller_dir(&self.path, "");
+        match dir.parent() {
+            Some(parent) if parent != Path::new(CGROUP_ROOT) => {
+                fs::create_dir_all(parent).ctx(|| format!("creating cgroup {}", parent.display()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Moves `pid` into the (existing) cgroup without touching its limits: for `exec`.
