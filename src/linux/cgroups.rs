@@ -121,7 +121,8 @@ impl Cgroup {
             oom_score_adj: None,
             freezer_state: None,
         };
-        self.manager()?.apply(&opts).map_err(|e| self.err(&e))
+        self.manager()?.apply(&opts).map_err(|e| self.err(&e))?;
+        self.disable_v2_swap_if_asked(resources)
     }
 
     /// Creates the parents of the container's v2 cgroup. libcgroups 0.7 checks for each one
@@ -134,6 +135,30 @@ impl Cgroup {
         match dir.parent() {
             Some(parent) if parent != Path::new(CGROUP_ROOT) => {
                 fs::create_dir_all(parent).ctx(|| format!("creating cgroup {}", parent.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// On v2, swap is counted apart from memory, so the spec's `swap` (memory + swap) equal to
+    /// `limit` means no swap: memory.swap.max 0, as runc writes. libcgroups 0.7 skips writing a
+    /// 0 and leaves the container unlimited swap.
+    fn disable_v2_swap_if_asked(&self, resources: &LinuxResources) -> Result<()> {
+        if self.v1.is_some() {
+            return Ok(());
+        }
+        let Some(m) = resources.memory() else {
+            return Ok(());
+        };
+        match (m.limit(), m.swap()) {
+            (Some(limit), Some(swap)) if limit > 0 && swap == limit => {
+                let file = controller_dir(&self.path, "memory").join("memory.swap.max");
+                // Without swap accounting (no swap configured in the kernel) there is no file.
+                if file.exists() {
+                    fs::write(&file, "0")
+                        .ctx(|| format!("linux.resources.memory.swap to {}", file.display()))?;
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -190,7 +215,8 @@ impl Cgroup {
         };
         self.manager()?
             .apply(&opts)
-            .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))
+            .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))?;
+        self.disable_v2_swap_if_asked(&resources)
     }
 
     /// The controllers' statistics (libcgroups' shape; `events` converts it to runc's).
