@@ -189,7 +189,12 @@ impl Stats {
             },
             cpuset: cpuset(cgroup_path),
             memory: Memory {
-                cache: m.cache,
+                // libcgroups fills `cache` on v1 only; runc reports v2's page cache, "file".
+                cache: if is_unified() {
+                    m.stats.get("file").copied().unwrap_or(0)
+                } else {
+                    m.cache
+                },
                 usage: entry(&m.memory),
                 swap: entry(&m.memswap),
                 kernel: entry(&m.kernel),
