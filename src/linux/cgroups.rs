@@ -111,6 +111,7 @@ impl Cgroup {
                 .add_task(Pid::from_raw(pid))
                 .map_err(|e| self.err(&e))?;
         }
+        let io_weight = self.take_v2_io_weight(&mut rest);
         let opts = ControllerOpt {
             resources: &rest,
             disable_oom_killer: resources
@@ -122,7 +123,40 @@ impl Cgroup {
             freezer_state: None,
         };
         self.manager()?.apply(&opts).map_err(|e| self.err(&e))?;
+        self.apply_v2_io_weight(io_weight)?;
         self.disable_v2_swap_if_asked(resources)
+    }
+
+    /// On v2, takes `blockIO.weight` out of `resources` for [`Self::apply_v2_io_weight`]:
+    /// libcgroups 0.7 converts it to io.weight's scale in u16 arithmetic, which overflows for
+    /// any weight above 16 (a panic in a debug build, a wrapped value in a release build).
+    fn take_v2_io_weight(&self, resources: &mut LinuxResources) -> Option<u16> {
+        if self.v1.is_some() {
+            return None;
+        }
+        let mut block_io = resources.block_io().clone()?;
+        let weight = block_io.weight();
+        block_io.set_weight(None);
+        resources.set_block_io(Some(block_io));
+        weight
+    }
+
+    /// Writes a v2 block IO weight: BFQ's io.bfq.weight takes blkio's own 10..1000 scale, else
+    /// io.weight's 1..10000 is mapped linearly from it (runc's conversion).
+    fn apply_v2_io_weight(&self, weight: Option<u16>) -> Result<()> {
+        let Some(weight) = weight.filter(|w| *w > 0) else {
+            return Ok(());
+        };
+        let dir = controller_dir(&self.path, "io");
+        let bfq = dir.join("io.bfq.weight");
+        let (file, value) = if bfq.exists() {
+            (bfq, u64::from(weight))
+        } else {
+            let w = u64::from(weight.saturating_sub(10));
+            (dir.join("io.weight"), 1 + w * 9999 / 990)
+        };
+        fs::write(&file, value.to_string())
+            .ctx(|| format!("linux.resources.blockIO.weight to {}", file.display()))
     }
 
     /// Creates the parents of the container's v2 cgroup. libcgroups 0.7 checks for each one
@@ -207,6 +241,7 @@ impl Cgroup {
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
         let mut resources = resources.clone();
         resources.set_devices(None);
+        let io_weight = self.take_v2_io_weight(&mut resources);
         let opts = ControllerOpt {
             resources: &resources,
             disable_oom_killer: oom_killer_disabled(&self.path),
@@ -216,6 +251,7 @@ impl Cgroup {
         self.manager()?
             .apply(&opts)
             .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))?;
+        self.apply_v2_io_weight(io_weight)?;
         self.disable_v2_swap_if_asked(&resources)
     }
 
