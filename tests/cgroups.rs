@@ -510,10 +510,12 @@ fn keys(v: &Value) -> BTreeSet<String> {
 #[test]
 fn events_stats_have_runcs_shape() {
     let stats_of = |mut c: Container| {
+        // Some page cache of the container's own (a file in its /dev/shm), so that `cache`,
+        // left out when 0, does not hang on what each runtime happens to charge to the cgroup.
         c.set("/linux/resources/pids", json!({ "limit": 50 }))
-            .sh("while :; do :; done");
+            .sh("head -c 1m /dev/zero > /dev/shm/cache; echo ready; while :; do :; done");
         c.run_detached().assert_ok();
-        std::thread::sleep(Duration::from_millis(200));
+        c.wait_container_stdout("ready", WAIT);
         let s = stats(&c);
         c.delete_force().assert_ok();
         s

@@ -432,6 +432,12 @@ fn the_process_runs_in_the_cgroups_path_in_every_hierarchy() {
     let pid = c.pid();
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let want = format!("/{CGROUP_PARENT}/{}", c.id);
+    if unified_host() {
+        // One hierarchy: the single `0::PATH` line.
+        assert_eq!(text.trim(), format!("0::{want}"), "{text}");
+        assert!(c.cgroup_procs("").contains(&pid));
+        return;
+    }
     for hierarchy in ["pids", "memory", "cpu", "devices", "freezer"] {
         let line = text
             .lines()

@@ -189,7 +189,12 @@ impl Stats {
             },
             cpuset: cpuset(cgroup_path),
             memory: Memory {
-                cache: m.cache,
+                // libcgroups fills `cache` on v1 only; runc reports v2's page cache, "file".
+                cache: if is_unified() {
+                    m.stats.get("file").copied().unwrap_or(0)
+                } else {
+                    m.cache
+                },
                 usage: entry(&m.memory),
                 swap: entry(&m.memswap),
                 kernel: entry(&m.kernel),
@@ -232,7 +237,8 @@ fn entry(d: &MemoryData) -> MemoryEntry {
     MemoryEntry {
         limit: d.limit,
         usage: d.usage,
-        max: d.max_usage,
+        // runc reports no peak on v2 (memory.peak is newer than its stats): same shape here.
+        max: if is_unified() { 0 } else { d.max_usage },
         failcnt: d.fail_count,
     }
 }

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
 use super::cgroupfs::Hierarchies;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -106,10 +106,12 @@ impl Cgroup {
                 return Ok(());
             }
         } else {
+            self.create_v2_ancestors()?;
             self.manager()?
                 .add_task(Pid::from_raw(pid))
                 .map_err(|e| self.err(&e))?;
         }
+        let io_weight = self.take_v2_io_weight(&mut rest);
         let opts = ControllerOpt {
             resources: &rest,
             disable_oom_killer: resources
@@ -120,7 +122,80 @@ impl Cgroup {
             oom_score_adj: None,
             freezer_state: None,
         };
-        self.manager()?.apply(&opts).map_err(|e| self.err(&e))
+        self.manager()?.apply(&opts).map_err(|e| self.err(&e))?;
+        self.apply_v2_io_weight(io_weight)?;
+        self.disable_v2_swap_if_asked(resources)
+    }
+
+    /// On v2, takes `blockIO.weight` out of `resources` for [`Self::apply_v2_io_weight`]:
+    /// libcgroups 0.7 converts it to io.weight's scale in u16 arithmetic, which overflows for
+    /// any weight above 16 (a panic in a debug build, a wrapped value in a release build).
+    fn take_v2_io_weight(&self, resources: &mut LinuxResources) -> Option<u16> {
+        if self.v1.is_some() {
+            return None;
+        }
+        let mut block_io = resources.block_io().clone()?;
+        let weight = block_io.weight();
+        block_io.set_weight(None);
+        resources.set_block_io(Some(block_io));
+        weight
+    }
+
+    /// Writes a v2 block IO weight: BFQ's io.bfq.weight takes blkio's own 10..1000 scale, else
+    /// io.weight's 1..10000 is mapped linearly from it (runc's conversion).
+    fn apply_v2_io_weight(&self, weight: Option<u16>) -> Result<()> {
+        let Some(weight) = weight.filter(|w| *w > 0) else {
+            return Ok(());
+        };
+        let dir = controller_dir(&self.path, "io");
+        let bfq = dir.join("io.bfq.weight");
+        let (file, value) = if bfq.exists() {
+            (bfq, u64::from(weight))
+        } else {
+            let w = u64::from(weight.saturating_sub(10));
+            (dir.join("io.weight"), 1 + w * 9999 / 990)
+        };
+        fs::write(&file, value.to_string())
+            .ctx(|| format!("linux.resources.blockIO.weight to {}", file.display()))
+    }
+
+    /// Creates the parents of the container's v2 cgroup. libcgroups 0.7 checks for each one
+    /// and then creates it, which fails with EEXIST when another container's create makes the
+    /// same parent in between (concurrent creates below one parent are the normal case);
+    /// `create_dir_all` takes an existing directory as success. libcgroups still enables the
+    /// controllers in each parent.
+    fn create_v2_ancestors(&self) -> Result<()> {
+        let dir = controller_dir(&self.path, "");
+        match dir.parent() {
+            Some(parent) if parent != Path::new(CGROUP_ROOT) => {
+                fs::create_dir_all(parent).ctx(|| format!("creating cgroup {}", parent.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// On v2, swap is counted apart from memory, so the spec's `swap` (memory + swap) equal to
+    /// `limit` means no swap: memory.swap.max 0, as runc writes. libcgroups 0.7 skips writing a
+    /// 0 and leaves the container unlimited swap.
+    fn disable_v2_swap_if_asked(&self, resources: &LinuxResources) -> Result<()> {
+        if self.v1.is_some() {
+            return Ok(());
+        }
+        let Some(m) = resources.memory() else {
+            return Ok(());
+        };
+        match (m.limit(), m.swap()) {
+            (Some(limit), Some(swap)) if limit > 0 && swap == limit => {
+                let file = controller_dir(&self.path, "memory").join("memory.swap.max");
+                // Without swap accounting (no swap configured in the kernel) there is no file.
+                if file.exists() {
+                    fs::write(&file, "0")
+                        .ctx(|| format!("linux.resources.memory.swap to {}", file.display()))?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Moves `pid` into the (existing) cgroup without touching its limits: for `exec`.
@@ -166,6 +241,7 @@ impl Cgroup {
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
         let mut resources = resources.clone();
         resources.set_devices(None);
+        let io_weight = self.take_v2_io_weight(&mut resources);
         let opts = ControllerOpt {
             resources: &resources,
             disable_oom_killer: oom_killer_disabled(&self.path),
@@ -174,7 +250,9 @@ impl Cgroup {
         };
         self.manager()?
             .apply(&opts)
-            .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))
+            .map_err(|e| Error::invalid(format!("cgroup {}: {e}", self.path.display())))?;
+        self.apply_v2_io_weight(io_weight)?;
+        self.disable_v2_swap_if_asked(&resources)
     }
 
     /// The controllers' statistics (libcgroups' shape; `events` converts it to runc's).

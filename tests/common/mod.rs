@@ -564,32 +564,50 @@ pub fn remove_tree(dir: &Path) {
     }
 }
 
-/// Existing cgroup dirs of container `id` (one per hierarchy).
-pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+/// Whether `/sys/fs/cgroup` is the root of the unified hierarchy (a pure cgroup
+/// v2 host, e.g. the guest of `scripts/guest`) rather than a tmpfs of v1 (or
+/// hybrid) hierarchies.
+pub fn unified_host() -> bool {
+    Path::new(CGROUP_MOUNT).join("cgroup.controllers").exists()
+}
+
+/// The roots of the host's cgroup hierarchies: `/sys/fs/cgroup` itself on a
+/// pure v2 host, else each hierarchy mounted below it.
+fn hierarchy_roots() -> Vec<PathBuf> {
+    if unified_host() {
+        return vec![PathBuf::from(CGROUP_MOUNT)];
+    }
     let mut v = Vec::new();
     if let Ok(rd) = fs::read_dir(CGROUP_MOUNT) {
         for e in rd.flatten() {
-            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            let d = e.path().join(CGROUP_PARENT).join(id);
-            if d.is_dir() {
-                v.push(d);
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                v.push(e.path());
             }
         }
     }
+    v
+}
+
+/// Existing cgroup dirs of container `id` (one per hierarchy).
+pub fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = hierarchy_roots()
+        .into_iter()
+        .map(|h| h.join(CGROUP_PARENT).join(id))
+        .filter(|d| d.is_dir())
+        .collect();
     v.sort();
     v
 }
 
 /// Pids listed in `cgroup.procs` of container `id`'s cgroup in `hierarchy`
-/// (e.g. "pids", "unified").
+/// (e.g. "pids", "unified"; ignored on a pure v2 host, which has one).
 pub fn cgroup_procs(id: &str, hierarchy: &str) -> Vec<i64> {
-    let p = Path::new(CGROUP_MOUNT)
-        .join(hierarchy)
-        .join(CGROUP_PARENT)
-        .join(id)
-        .join("cgroup.procs");
+    let root = if unified_host() {
+        PathBuf::from(CGROUP_MOUNT)
+    } else {
+        Path::new(CGROUP_MOUNT).join(hierarchy)
+    };
+    let p = root.join(CGROUP_PARENT).join(id).join("cgroup.procs");
     fs::read_to_string(p)
         .unwrap_or_default()
         .lines()
@@ -712,15 +730,13 @@ pub fn clean_stale() {
         }
 
         // Cgroups of dead runs.
-        if let Ok(rd) = fs::read_dir(CGROUP_MOUNT) {
-            for h in rd.flatten() {
-                let parent = h.path().join(CGROUP_PARENT);
-                if let Ok(cgs) = fs::read_dir(&parent) {
-                    for cg in cgs.flatten() {
-                        let name = cg.file_name().to_string_lossy().into_owned();
-                        if cg.path().is_dir() && dead_owner(&name).is_some() {
-                            remove_cgroup_tree(&cg.path());
-                        }
+        for h in hierarchy_roots() {
+            let parent = h.join(CGROUP_PARENT);
+            if let Ok(cgs) = fs::read_dir(&parent) {
+                for cg in cgs.flatten() {
+                    let name = cg.file_name().to_string_lossy().into_owned();
+                    if cg.path().is_dir() && dead_owner(&name).is_some() {
+                        remove_cgroup_tree(&cg.path());
                     }
                 }
             }
