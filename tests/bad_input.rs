@@ -13,15 +13,7 @@ use std::path::Path;
 fn assert_failed_cleanly(c: &Container, out: &Out) {
     out.assert_fail();
     c.assert_no_debris(None);
-    let left: Vec<_> = fs::read_dir(&c.root)
-        // runtime/ holds the runtime-wide events log, not a container's leftovers.
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name())
-                .filter(|n| n != "runtime")
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = c.root_leftovers();
     assert!(
         left.is_empty(),
         "root dir has {left:?} after a failed create"
@@ -180,15 +172,7 @@ fn ids_with_a_slash_or_dot_dot_are_rejected() {
         out.assert_fail();
         check_our_exit_code(&out);
         check_our_message(&out, "name the id", |e| e.contains("id"));
-        let left: Vec<_> = fs::read_dir(&c.root)
-            // runtime/ holds the runtime-wide events log, not a container's leftovers.
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name())
-                    .filter(|n| n != "runtime")
-                    .collect()
-            })
-            .unwrap_or_default();
+        let left = c.root_leftovers();
         assert!(left.is_empty(), "id {bad:?}: root dir has {left:?}");
     }
     let escaped = Path::new(STATE_BASE).join(&escape);

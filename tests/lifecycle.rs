@@ -274,15 +274,7 @@ fn run_returns_the_output_and_removes_the_container_afterwards() {
     out.assert_ok();
     assert_eq!(out.stdout, "hello from 1\n", "{out}");
     c.state().assert_fail();
-    let left: Vec<_> = fs::read_dir(&c.root)
-        // runtime/ holds the runtime-wide events log, not a container's leftovers.
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name())
-                .filter(|n| n != "runtime")
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = c.root_leftovers();
     assert!(left.is_empty(), "root dir still has {left:?}");
     c.assert_no_debris(None);
 }

@@ -711,15 +711,7 @@ fn fails_naming(profile: Value, needle: &str) {
     let out = c.run();
     out.assert_fail();
     c.assert_no_debris(None);
-    let left: Vec<_> = fs::read_dir(&c.root)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                // The filter cache and the events log (runtime/) are the runtime's, not debris.
-                .filter(|n| n != "seccomp-cache" && n != "runtime")
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = c.root_leftovers();
     assert!(left.is_empty(), "root has {left:?} after a failed create");
     check_our_message(&out, &format!("name {needle:?}"), |s| s.contains(needle));
 }

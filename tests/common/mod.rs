@@ -1163,6 +1163,19 @@ impl Container {
 
     /// `run --bundle B [EXTRA...] ID` in the foreground; returns its output.
     #[track_caller]
+    /// What `--root` holds besides the runtime-wide entries (the events log in `runtime/`, the
+    /// seccomp filter cache): after a failed create or a delete, nothing.
+    pub fn root_leftovers(&self) -> Vec<std::ffi::OsString> {
+        fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name())
+                    .filter(|n| n != "runtime" && n != "seccomp-cache")
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `run` with no delegate engine configured (`runtime.fallback` empty): what the native engine
     /// declines is then an error instead of a container under runc.
     pub fn run_native_only(&self) -> Out {
