@@ -44,8 +44,7 @@ pub const MAX_DISK_SIZE_GIB: u64 = 1 << 20;
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub proxmox: ProxmoxConfig,
-    /// The delegation ADR's block, not interpreted yet.
-    #[allow(dead_code)]
+    /// The delegation ADR's block, interpreted by delegate::config.
     pub runtime: Option<Value>,
 }
 

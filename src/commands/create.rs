@@ -1,5 +1,5 @@
 use crate::cli::{Cli, CreateArgs};
-use crate::container::create::{create_from, CreateOptions};
+use crate::container::create::{create, CreateOptions};
 use crate::delegate::{self, Decision, Mode};
 use crate::error::Result;
 
@@ -7,7 +7,6 @@ pub fn options<'a>(cli: &'a Cli, args: &'a CreateArgs) -> CreateOptions<'a> {
     CreateOptions {
         root: &cli.root,
         id: &args.id,
-        bundle: &args.bundle,
         pid_file: args.pid_file.as_deref(),
         console_socket: args.console_socket.as_deref(),
         attach_terminal: false,
@@ -25,7 +24,7 @@ pub fn run(cli: &Cli, args: &CreateArgs) -> Result<i32> {
         Decision::Native(b) => b,
         Decision::Delegated(code) => return Ok(code),
     };
-    match create_from(&options(cli, args), *bundle) {
+    match create(&options(cli, args), *bundle) {
         Ok(_) => Ok(0),
         Err(e) => delegate::after_native_failure(cli, &args.bundle, &args.id, Mode::Create, e),
     }

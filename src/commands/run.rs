@@ -4,7 +4,7 @@
 use super::create::options;
 use super::{delete, start};
 use crate::cli::{Cli, RunArgs};
-use crate::container::create::create_from;
+use crate::container::create::create;
 use crate::container::foreground;
 use crate::delegate::{self, Decision, Mode};
 use crate::error::Result;
@@ -23,7 +23,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> Result<i32> {
     };
     let mut opts = options(cli, c);
     opts.attach_terminal = !args.detach;
-    let created = match create_from(&opts, *bundle) {
+    let created = match create(&opts, *bundle) {
         Ok(created) => created,
         Err(e) => return delegate::after_native_failure(cli, &c.bundle, &c.id, mode, e),
     };

@@ -25,8 +25,6 @@ use crate::state::{self, ContainerDir, State};
 pub struct CreateOptions<'a> {
     pub root: &'a Path,
     pub id: &'a str,
-    #[allow(dead_code)]
-    pub bundle: &'a Path,
     pub pid_file: Option<&'a Path>,
     pub console_socket: Option<&'a Path>,
     /// `run` in the foreground: a terminal, if the spec asks for one, comes back to us.
@@ -72,15 +70,9 @@ impl Drop for Undo {
     }
 }
 
-// The commands load the bundle first (the engine choice reads it) and call create_from.
-#[allow(dead_code)]
-pub fn create(opts: &CreateOptions<'_>) -> Result<Created> {
-    crate::state::validate_id(opts.id)?;
-    create_from(opts, Bundle::load(opts.bundle)?)
-}
-
-/// `create` with the bundle already loaded (the engine choice reads it first).
-pub fn create_from(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
+/// Creates the container from a bundle already loaded and validated (the engine choice reads it
+/// first, see delegate::decide).
+pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
     crate::state::validate_id(opts.id)?;
     // Checked before anything exists: a bad vmid annotation or lxcpath is the caller's error.
     let annotated_vmid = crate::proxmox::monitor::pct_vmid(&bundle.spec)?;
