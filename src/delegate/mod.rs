@@ -67,16 +67,6 @@ pub fn native_unsupported(spec: &Spec) -> Option<String> {
         }
     }
     if let Some(l) = linux {
-        // On cgroup v2 device rules need an eBPF program, which this build does not include
-        // (libcgroups' cgroupsv2_devices feature): never run such a container without them.
-        let device_rules = l
-            .resources()
-            .as_ref()
-            .and_then(|r| r.devices().as_ref())
-            .is_some_and(|d| !d.is_empty());
-        if device_rules && crate::linux::cgroups::is_unified() {
-            return why("linux.resources.devices on cgroup v2");
-        }
         if l.mount_label().as_deref().is_some_and(|s| !s.is_empty()) {
             return why("linux.mountLabel");
         }
