@@ -96,6 +96,64 @@ fn the_container_gets_its_own_cgroup_with_the_controllers_enabled() {
     c.assert_no_debris(Some(pid));
 }
 
+/// clone3 puts the init into its cgroup (CLONE_INTO_CGROUP), so that it never runs outside it
+/// and no later write to cgroup.procs moves it: seen in the syscalls the runtime makes.
+#[test]
+fn clone3_places_the_init_in_its_cgroup() {
+    if skip_unless_v2("clone3_places_the_init_in_its_cgroup") || skip_unless_ours() {
+        return;
+    }
+    let mut c = Container::new();
+    c.sh("cat /proc/self/cgroup");
+    c.write_config();
+    let trace = c.host.join("strace.out");
+    let (trace_s, runtime, root, bundle) = (
+        trace.to_string_lossy().into_owned(),
+        c.runtime.to_string_lossy().into_owned(),
+        c.root.to_string_lossy().into_owned(),
+        c.bundle.to_string_lossy().into_owned(),
+    );
+    let out = host_cmd(
+        "strace",
+        &[
+            "-f",
+            "-qq",
+            "-e",
+            "trace=clone,clone3,openat,open",
+            "-o",
+            &trace_s,
+            &runtime,
+            "--root",
+            &root,
+            "run",
+            "--bundle",
+            &bundle,
+            &c.id,
+        ],
+    );
+    out.assert_ok();
+    assert_eq!(
+        out.stdout.trim(),
+        format!("0::/{CGROUP_PARENT}/{}", c.id),
+        "the container's process is not in its cgroup"
+    );
+    let calls = fs::read_to_string(&trace).expect("read strace output");
+    let clones: Vec<&str> = calls.lines().filter(|l| l.contains("clone3(")).collect();
+    assert!(
+        clones.iter().any(|l| l.contains("CLONE_INTO_CGROUP")),
+        "no clone3 with CLONE_INTO_CGROUP:\n{calls}"
+    );
+    let moved: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.contains(&format!("{}/cgroup.procs", c.id)))
+        .collect();
+    assert!(
+        moved.is_empty(),
+        "the init was moved by a write to cgroup.procs: {moved:?}"
+    );
+    c.assert_no_debris(None);
+}
+
 #[test]
 fn memory_max_oom_kills_a_process_allocating_past_it() {
     if skip_unless_v2("memory_max_oom_kills_a_process_allocating_past_it") {

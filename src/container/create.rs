@@ -126,7 +126,6 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         .ok_or_else(|| Error::invalid("linux: missing"))?;
     let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id);
     let cgroup = Cgroup::new(cgroup_path.clone(), opts.id)?;
-    undo.cgroup = Some(cgroup);
 
     let (mut to_child, child_end) = Channel::pair()?;
     let listen_fds = listen_fds();
@@ -144,10 +143,12 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         },
     };
 
+    // Undone from here on: open_clone_target creates the cgroup on v2.
+    let clone_target = undo.cgroup.insert(cgroup).open_clone_target()?;
     let for_children = ForChildren::enter(&bundle)?;
-    let cloned = match injected_native_failure() {
-        Some(err) => Err(err),
-        None => sys::clone3(namespaces::clone_flags(&bundle).bits() as u64, None),
+    let (cloned, placed) = match injected_native_failure() {
+        Some(err) => (Err(err), false),
+        None => clone_init(namespaces::clone_flags(&bundle).bits() as u64, clone_target),
     };
     let pid = match cloned {
         Ok(sys::CloneResult::Child) => {
@@ -180,7 +181,7 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
     let resources = resources_with_default_devices(&bundle);
     undo.cgroup
         .as_ref()
-        .map(|cg| cg.enter_and_apply(pid, &resources))
+        .map(|cg| cg.enter_and_apply(pid, &resources, placed))
         .transpose()?;
 
     if let Some(state) = seccomp
@@ -273,6 +274,23 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         state,
         terminal,
     })
+}
+
+/// clone3 of the init, into its cgroup when `cgroup` is given (v2). Where the kernel or a
+/// seccomp filter around us refuses CLONE_INTO_CGROUP, the clone is retried without it and the
+/// init is moved afterwards; the second value says whether the init is already in place.
+fn clone_init(flags: u64, cgroup: Option<OwnedFd>) -> (std::io::Result<sys::CloneResult>, bool) {
+    if let Some(fd) = &cgroup {
+        match sys::clone3(flags, Some(fd.as_fd())) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS | libc::EINVAL | libc::EPERM)
+                ) => {}
+            other => return (other, true),
+        }
+    }
+    (sys::clone3(flags, None), false)
 }
 
 /// Test hook (debug builds only): `PROXMOX_LXCRI_TEST_FAIL_NATIVE=unsupported` makes clone3 fail

@@ -266,14 +266,11 @@ fn tick_nanos() -> u64 {
 /// The cpuset files (libcgroups has no cpuset statistics); what a host lacks stays zero.
 fn cpuset(cgroup_path: &Path) -> CpuSet {
     let dir = controller_dir(cgroup_path, "cpuset");
-    let v2 = is_unified();
     let read = |name: &str| fs::read_to_string(dir.join(name)).unwrap_or_default();
     let num = |name: &str| read(&format!("cpuset.{name}")).trim().parse().unwrap_or(0);
-    let (cpus, mems) = if v2 {
-        (read("cpuset.cpus.effective"), read("cpuset.mems.effective"))
-    } else {
-        (read("cpuset.cpus"), read("cpuset.mems"))
-    };
+    // On v2 these are what the container asked for (empty when unset, so runc omits them),
+    // not the `.effective` sets inherited from the parent.
+    let (cpus, mems) = (read("cpuset.cpus"), read("cpuset.mems"));
     CpuSet {
         cpus: id_list(&cpus),
         mems: id_list(&mems),

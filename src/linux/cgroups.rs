@@ -4,6 +4,8 @@
 
 use std::cell::OnceCell;
 use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use libcgroups::common::{
@@ -94,9 +96,48 @@ impl Cgroup {
         Error::invalid(format!("cgroup {}: {e}", self.path.display()))
     }
 
-    /// Moves `pid` into the cgroup (creating it) and applies the resources. On v1 the
-    /// directories must exist before limits can be written, so the order matters.
-    pub fn enter_and_apply(&self, pid: i32, resources: &LinuxResources) -> Result<()> {
+    /// On v2, creates the container's cgroup ahead of the clone, with the controllers enabled
+    /// in every ancestor (as libcgroups does when it creates one), and opens it so that clone3
+    /// places the init there atomically (CLONE_INTO_CGROUP): the init never runs a single
+    /// instruction outside its cgroup, and no later write to cgroup.procs is needed. None on
+    /// v1, where a clone cannot be placed.
+    pub fn open_clone_target(&self) -> Result<Option<OwnedFd>> {
+        if self.v1.is_some() {
+            return Ok(None);
+        }
+        let leaf = controller_dir(&self.path, "");
+        let root = Path::new(CGROUP_ROOT);
+        let rel = leaf.strip_prefix(root).unwrap_or(&leaf);
+        let wanted = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let mut dir = root.to_path_buf();
+        for component in rel.components() {
+            enable_controllers(&dir, &wanted);
+            dir.push(component);
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::os(format!("creating cgroup {}", dir.display()), e));
+                }
+                _ => {}
+            }
+        }
+        // O_PATH is enough for clone3; std adds O_CLOEXEC.
+        let fd = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&leaf)
+            .ctx(|| format!("opening cgroup {}", leaf.display()))?;
+        Ok(Some(OwnedFd::from(fd)))
+    }
+
+    /// Moves `pid` into the cgroup (creating it) and applies the resources; `placed` says that
+    /// clone3 already put it there. On v1 the directories must exist before limits can be
+    /// written, so the order matters.
+    pub fn enter_and_apply(
+        &self,
+        pid: i32,
+        resources: &LinuxResources,
+        placed: bool,
+    ) -> Result<()> {
         let mut rest = resources.clone();
         if let Some(h) = &self.v1 {
             h.enter(pid)?;
@@ -105,7 +146,7 @@ impl Cgroup {
             if !needs_manager(&rest) {
                 return Ok(());
             }
-        } else {
+        } else if !placed {
             self.create_v2_ancestors()?;
             self.manager()?
                 .add_task(Pid::from_raw(pid))
@@ -273,6 +314,20 @@ impl Cgroup {
         self.manager()?
             .remove()
             .map_err(|e| Error::invalid(format!("removing cgroup {}: {e}", self.path.display())))
+    }
+}
+
+/// Enables the `wanted` controllers (a cgroup.controllers line) for the children of `dir` that
+/// are not enabled yet. Errors are left for the limit that needs the controller to report, as
+/// libcgroups does: a controller the host cannot delegate must not fail a container without
+/// limits.
+fn enable_controllers(dir: &Path, wanted: &str) {
+    let file = dir.join("cgroup.subtree_control");
+    let enabled = fs::read_to_string(&file).unwrap_or_default();
+    for c in wanted.split_whitespace() {
+        if !enabled.split_whitespace().any(|e| e == c) {
+            let _ = fs::write(&file, format!("+{c}"));
+        }
     }
 }
 
