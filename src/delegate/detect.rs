@@ -245,8 +245,15 @@ fn probe_host(
     let dir = root.join("engines").join(format!(".{name}"));
     let result = (|| {
         let rootfs = dir.join("bundle/rootfs");
-        fs::create_dir_all(rootfs.join("proc")).map_err(|e| e.to_string())?;
-        let mut mounts = vec![json!({"destination": "/proc", "type": "proc", "source": "proc"})];
+        for d in ["proc", "dev"] {
+            fs::create_dir_all(rootfs.join(d)).map_err(|e| e.to_string())?;
+        }
+        // /dev as every engine's default spec has it: crun makes its device nodes there.
+        let mut mounts = vec![
+            json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+            json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        ];
         for top in ["usr", "bin", "lib", "lib64", "sbin"] {
             let host = Path::new("/").join(top);
             match fs::symlink_metadata(&host) {

@@ -1650,3 +1650,14 @@ pub fn status_field<'a>(status: &'a str, field: &str) -> Option<&'a str> {
 
 /// A generous default wait for a container to reach a state.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How much slower than this machine the tests run: `LXCRI_TEST_TIME_SCALE`, set by
+/// scripts/test-guest for the emulated guest. Only for time limits a test itself sets in a
+/// configuration (e.g. `runtime.timeout`), where a limit that is fine here is too tight there.
+pub fn time_scale() -> u64 {
+    std::env::var("LXCRI_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
+}
