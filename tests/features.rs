@@ -327,25 +327,23 @@ fn every_claimed_capability_can_be_granted() {
     assert_eq!(eff, cap_mask(&known), "{out}");
 }
 
-/// cgroup v1 is claimed on this (hybrid) host: limits land in the v1
-/// hierarchies.
+/// The cgroup version of this host is claimed, and limits land in its files: the v1 pids
+/// hierarchy on a v1/hybrid host, the unified hierarchy on a pure v2 host (the guest).
 #[test]
 fn the_claimed_cgroup_version_is_used() {
     let f = features();
-    if f["linux"]["cgroup"]["v1"] != true {
-        panic!("this host uses cgroup v1 hierarchies, but v1 is not claimed: {f}");
+    let (version, dir) = if unified_host() {
+        ("v2", std::path::Path::new(CGROUP_MOUNT).to_path_buf())
+    } else {
+        ("v1", std::path::Path::new(CGROUP_MOUNT).join("pids"))
+    };
+    if f["linux"]["cgroup"][version] != true {
+        panic!("this host uses cgroup {version}, but {version} is not claimed: {f}");
     }
     let mut c = Container::new();
     c.set("/linux/resources/pids", json!({ "limit": 42 }));
     c.start_idle();
-    let max = fs::read_to_string(
-        std::path::Path::new(CGROUP_MOUNT)
-            .join("pids")
-            .join(CGROUP_PARENT)
-            .join(&c.id)
-            .join("pids.max"),
-    )
-    .unwrap();
+    let max = fs::read_to_string(dir.join(CGROUP_PARENT).join(&c.id).join("pids.max")).unwrap();
     assert_eq!(max.trim(), "42");
 }
 
