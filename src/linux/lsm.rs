@@ -96,10 +96,11 @@ impl Labels {
                     _ => Err(e),
                 })
                 .map_err(|e| {
-                    Error::os(
-                        format!("process.apparmorProfile {profile:?}: applying the profile"),
-                        e,
-                    )
+                    let what = match e.raw_os_error() {
+                        Some(libc::ENOENT) => "no such profile is loaded in the kernel",
+                        _ => "applying the profile",
+                    };
+                    Error::os(format!("process.apparmorProfile {profile:?}: {what}"), e)
                 })?;
         }
         if let Some(label) = &self.selinux {
