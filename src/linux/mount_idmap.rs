@@ -109,6 +109,13 @@ pub fn validate(spec: &Spec) -> Result<()> {
         let Some(req) = request(m).ctx(|| field(i, m))? else {
             continue;
         };
+        if !nix::unistd::geteuid().is_root() {
+            // The kernel idmaps only for a process privileged over the source's filesystem.
+            return Err(Error::invalid(format!(
+                "{}: id-mapped mounts need the runtime to run as root (not rootless)",
+                field(i, m)
+            )));
+        }
         if req.maps.is_some() {
             continue;
         }
