@@ -100,7 +100,7 @@ impl Launch {
     /// The AppArmor/SELinux exec labels, no_new_privs, then every fd above the preserved ones
     /// close-on-exec, then the seccomp filter, then execve. Returns only on failure.
     pub fn exec(self) -> Error {
-        // Before no_new_privs: AppArmor refuses a confined transition under it.
+        // First, as in runc: before no_new_privs, and before the filter, which may block writes.
         if let Err(e) = self.labels.apply_on_exec() {
             return e;
         }

@@ -407,7 +407,8 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount, idmapped: Option<&Prepared>) -> 
         let src = source.ok_or_else(|| Error::invalid("bind mount without a source"))?;
         fs::metadata(src).ctx(|| format!("source {}", src.display()))?;
     }
-    if opts.idmap && idmapped.is_none() {
+    let mapped = opts.idmap || m.uid_mappings().as_ref().is_some_and(|v| !v.is_empty());
+    if mapped && idmapped.is_none() {
         // The parent prepares every mount mount_idmap.rs recognises; never mount it unmapped.
         return Err(Error::invalid("id-mapped mount was not prepared"));
     }
