@@ -23,7 +23,7 @@ fn selinux_enabled() -> bool {
 fn refused_before_anything_exists(ptr: &str, value: &str, field: &str, why: &str) {
     let mut c = Container::new();
     c.set(ptr, json!(value)).sh("echo ran");
-    let out = c.run_native_only();
+    let out = c.run();
     out.assert_fail();
     assert!(!out.stdout.contains("ran"), "the container ran:\n{out}");
     check_our_message(&out, &format!("name {field} and say {why}"), |e| {
@@ -69,8 +69,12 @@ fn selinux_labels_are_refused_where_selinux_is_not_enabled() {
 }
 
 /// "unconfined" is what every process gets without AppArmor: asking for it is no reason to fail.
+/// (runc 1.1 writes it anyway and fails with EINVAL where AppArmor is off.)
 #[test]
 fn the_unconfined_profile_runs_with_or_without_apparmor() {
+    if !apparmor_enabled() && skip_unless_ours() {
+        return;
+    }
     let mut c = Container::new();
     c.set("/process/apparmorProfile", json!("unconfined"))
         .sh("echo ran");
