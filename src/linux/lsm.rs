@@ -12,6 +12,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use oci_spec::runtime::{Process, Spec};
 
@@ -21,18 +22,27 @@ use crate::error::{Context, Error, Result};
 /// is what the process gets anyway, so it is not refused there (a host with AppArmor applies it).
 pub const APPARMOR_UNCONFINED: &str = "unconfined";
 
+/// Read once, on the host's /sys (the parent's check before the clone fills it, and the init
+/// inherits it): after pivot_root /sys is the container's, if it has one at all.
 pub fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .is_ok_and(|s| s.trim() == "Y")
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+            .is_ok_and(|s| s.trim() == "Y")
+    })
 }
 
 const SELINUX_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0xf97c_ff8c);
 
 /// SELinux is enabled when selinuxfs is mounted where libselinux looks for it.
+/// Read once, like apparmor_enabled.
 pub fn selinux_enabled() -> bool {
-    let fs = Path::new("/sys/fs/selinux");
-    nix::sys::statfs::statfs(fs).is_ok_and(|st| st.filesystem_type() == SELINUX_MAGIC)
-        && fs.join("enforce").exists()
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let fs = Path::new("/sys/fs/selinux");
+        nix::sys::statfs::statfs(fs).is_ok_and(|st| st.filesystem_type() == SELINUX_MAGIC)
+            && fs.join("enforce").exists()
+    })
 }
 
 /// The labels one process is to be exec'd with (empty strings mean none, as in runc).
