@@ -140,7 +140,35 @@ const VISIBLE: &[(&str, &str)] = &[
     ("rshared", "shared:"),
     ("unbindable", "unbindable"),
     ("runbindable", "unbindable"),
+    ("idmap", "idmapped"),
+    ("ridmap", "idmapped"),
 ];
+
+/// Runs a container with one bind mount per option in `opts`, printing its mountinfo.
+fn bind_mount_all(opts: &[String]) -> Out {
+    let mut c = Container::new();
+    let src = c.host.join("src");
+    fs::create_dir_all(&src).unwrap();
+    for o in opts {
+        let mut options = vec![o.as_str()];
+        if o != "bind" && o != "rbind" {
+            options.insert(0, "bind");
+        }
+        let mut m = json!({
+            "destination": format!("/m/{o}"), "type": "bind",
+            "source": src.to_string_lossy(), "options": options
+        });
+        if o == "idmap" || o == "ridmap" {
+            // Without a user namespace, an id-mapped mount needs mappings of its own.
+            let map = json!([{ "containerID": 0, "hostID": 1000, "size": 1 }]);
+            m["uidMappings"] = map.clone();
+            m["gidMappings"] = map;
+        }
+        c.add_mount(m);
+    }
+    c.sh("cat /proc/self/mountinfo");
+    c.run()
+}
 
 /// Every claimed mount option is accepted on a bind mount, and those with a
 /// per-mount effect show it in the container's mountinfo.
@@ -153,21 +181,17 @@ fn every_claimed_mount_option_works_on_a_bind_mount() {
         eprintln!("skipped for runc 1.1 (claimed, but EINVAL on a bind mount): {broken:?}");
         opts.retain(|o| !broken.contains(&o.as_str()));
     }
-    let mut c = Container::new();
-    let src = c.host.join("src");
-    fs::create_dir_all(&src).unwrap();
-    for o in &opts {
-        let mut options = vec![o.as_str()];
-        if o != "bind" && o != "rbind" {
-            options.insert(0, "bind");
-        }
-        c.add_mount(json!({
-            "destination": format!("/m/{o}"), "type": "bind",
-            "source": src.to_string_lossy(), "options": options
-        }));
+    let mut out = bind_mount_all(&opts);
+    if !out.ok() && out.stderr.contains("cannot idmap mounts") {
+        // tmpfs can be idmapped only since Linux 6.3 (the v2 guest runs 6.1): tests/idmap.rs
+        // covers idmap where the scratch filesystem allows it.
+        eprintln!(
+            "SKIP (LOUD): idmap/ridmap left out: {TMP_BASE} cannot be idmapped here ({})",
+            out.stderr.trim()
+        );
+        opts.retain(|o| o != "idmap" && o != "ridmap");
+        out = bind_mount_all(&opts);
     }
-    c.sh("cat /proc/self/mountinfo");
-    let out = c.run();
     out.assert_ok();
     let mounts = parse_mountinfo(&out.stdout);
     for o in &opts {
@@ -368,23 +392,52 @@ fn unclaimed_feature_is_refused(setup: impl FnOnce(&mut Container), field: &str)
 
 // AppArmor and SELinux labels: tests/bad_input.rs (lsm_labels_that_cannot_be_applied_...).
 
+/// Claimed, id-mapped mounts must take effect (tests/idmap.rs has the details); unclaimed (runc
+/// 1.1), they must be refused rather than mounted unmapped.
 #[test]
-fn idmapped_mounts_are_not_silently_ignored() {
-    if features()["linux"]["mountExtensions"]["idmap"]["enabled"] == true {
-        eprintln!("idmap mounts are claimed: nothing to check here");
+fn idmapped_mounts_are_applied_when_claimed_and_never_silently_ignored() {
+    let claimed = features()["linux"]["mountExtensions"]["idmap"]["enabled"] == true;
+    if is_ours() {
+        assert!(claimed, "idmapped mounts are implemented but not claimed");
+    }
+    let setup = |c: &mut Container| {
+        let src = c.host.join("idmapped");
+        fs::create_dir_all(&src).unwrap();
+        std::os::unix::fs::chown(&src, Some(1000), Some(1000)).unwrap();
+        c.add_mount(json!({
+            "destination": "/mnt", "type": "bind",
+            "source": src.to_string_lossy(), "options": ["rbind"],
+            "uidMappings": [{ "containerID": 1000, "hostID": 0, "size": 1 }],
+            "gidMappings": [{ "containerID": 1000, "hostID": 0, "size": 1 }]
+        }));
+    };
+    if !claimed {
+        unclaimed_feature_is_refused(setup, "uidMappings");
         return;
     }
-    unclaimed_feature_is_refused(
-        |c| {
-            let src = c.host.join("idmapped");
-            fs::create_dir_all(&src).unwrap();
-            c.add_mount(json!({
-                "destination": "/mnt", "type": "bind",
-                "source": src.to_string_lossy(), "options": ["rbind"],
-                "uidMappings": [{ "containerID": 0, "hostID": 1000, "size": 1 }],
-                "gidMappings": [{ "containerID": 0, "hostID": 1000, "size": 1 }]
-            }));
-        },
-        "uidMappings",
-    );
+    let mut c = Container::new();
+    setup(&mut c);
+    c.sh("stat -c %u:%g /mnt");
+    let out = c.run();
+    if out.stderr.contains("cannot idmap mounts") {
+        eprintln!(
+            "SKIP (LOUD): {TMP_BASE} cannot be idmapped here ({}); tests/idmap.rs runs where \
+             it can",
+            out.stderr.trim()
+        );
+        return;
+    }
+    out.assert_ok();
+    assert_eq!(out.stdout, "0:0\n", "{out}");
+}
+
+/// AppArmor and SELinux are claimed (the runtime applies them, as runc's features says whatever
+/// the host has); where the LSM is off a label is refused: tests/lsm.rs.
+#[test]
+fn lsm_support_is_claimed() {
+    let f = features();
+    if is_ours() {
+        assert_eq!(f["linux"]["apparmor"]["enabled"], true, "{f}");
+        assert_eq!(f["linux"]["selinux"]["enabled"], true, "{f}");
+    }
 }

@@ -26,16 +26,19 @@ pub fn run(cli: &Cli, args: &ExecArgs) -> Result<i32> {
             )))
         }
     }
-    if args.apparmor.is_some() || args.process_label.is_some() {
-        return Err(Error::invalid(
-            "--apparmor/--process-label: LSM labels are not supported yet",
-        ));
-    }
     let config = state.bundle.join("config.json");
     let data = fs::read(&config).ctx(|| format!("reading {}", config.display()))?;
     let spec: Spec = serde_json::from_slice(&data)
         .map_err(|e| Error::invalid(format!("{}: {e}", config.display())))?;
-    let process = build_process(&spec, args)?;
+    let mut process = build_process(&spec, args)?;
+    if let Some(profile) = &args.apparmor {
+        process.set_apparmor_profile(Some(profile.clone()));
+    }
+    if let Some(label) = &args.process_label {
+        process.set_selinux_label(Some(label.clone()));
+    }
+    // Before anything is started: a label that cannot be applied here is an error.
+    crate::linux::lsm::Labels::of(&process).check("exec: process")?;
     // The container's seccomp profile applies to every process in it, as in runc.
     let seccomp = crate::linux::seccomp::Filter::for_spec(&spec, &cli.root)?;
     // Hold no lock while the process runs: other commands must get through.

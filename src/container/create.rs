@@ -104,6 +104,8 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
 
     // Compiled (or read from the cache) before anything exists that would need undoing.
     let seccomp = crate::linux::seccomp::Filter::for_spec(&bundle.spec, opts.root)?;
+    crate::linux::lsm::check_spec(&bundle.spec)?;
+    crate::linux::mount_idmap::validate(&bundle.spec)?;
 
     let dir = ContainerDir::create(opts.root, opts.id)?;
     let mut undo = Undo {
@@ -127,6 +129,8 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
     let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id);
     let cgroup = Cgroup::new(cgroup_path.clone(), opts.id)?;
 
+    // Made detached here, with the host's privilege; the init attaches them.
+    let idmapped = crate::linux::mount_idmap::prepare(&bundle)?;
     let (mut to_child, child_end) = Channel::pair()?;
     let listen_fds = listen_fds();
     let init_opts = init::InitOptions {
@@ -135,6 +139,7 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         no_new_keyring: opts.no_new_keyring,
         preserve_fds: opts.preserve_fds.max(listen_fds),
         console,
+        idmapped,
         id: opts.id,
         extra_env: if listen_fds > 0 {
             vec![format!("LISTEN_FDS={listen_fds}"), "LISTEN_PID=1".into()]

@@ -31,6 +31,8 @@ pub struct InitOptions<'a> {
     pub extra_env: Vec<String>,
     /// Where the pty master goes when process.terminal is set.
     pub console: Option<UnixStream>,
+    /// The id-mapped bind mounts the parent made, to attach.
+    pub idmapped: Vec<crate::linux::mount_idmap::Prepared>,
 }
 
 /// What is left to do after `start`: only the exec.
@@ -106,6 +108,7 @@ fn setup(
         .as_ref()
         .ok_or_else(|| Error::invalid("process: missing"))?;
     if !opts.no_new_keyring {
+        crate::linux::lsm::set_keyring_label(process)?;
         // Errors are ignored as runc does: keyrings may be disabled or restricted by seccomp.
         if let Ok(name) = std::ffi::CString::new(opts.id) {
             let _ = sys::join_session_keyring(&name);
@@ -143,7 +146,7 @@ fn setup(
         annotations: spec.annotations().as_ref().unwrap_or(&NO_ANNOTATIONS),
     };
     let spec_hooks = spec.hooks().clone().unwrap_or_default();
-    rootfs::prepare(bundle, opts.no_pivot, &cgroup_binds, || {
+    rootfs::prepare(bundle, opts.no_pivot, &cgroup_binds, &opts.idmapped, || {
         let create_container = spec_hooks.create_container().as_deref().unwrap_or_default();
         hooks::run("createContainer", create_container, &hook_state("creating"))
     })?;

@@ -1,6 +1,7 @@
 //! The last steps before a container process runs, shared by the init and by `exec`: resolve the
 //! executable, build argv and env, set umask, drop to the spec's user and capabilities, then (once
-//! released) no_new_privs, close every runtime fd, load the seccomp filter and execve.
+//! released) the LSM exec labels, no_new_privs, close every runtime fd, load the seccomp filter
+//! and execve.
 //!
 //! The filter is the last thing before execve, whatever noNewPrivileges says, so that a profile
 //! may block any syscall the runtime itself makes (getcwd, fcntl, close_range, capset...). Without
@@ -22,6 +23,7 @@ use oci_spec::runtime::Process;
 
 use crate::error::{Context, Error, Result};
 use crate::linux::capabilities::CapabilitySets;
+use crate::linux::lsm::Labels;
 use crate::linux::mounts::{fd_path, open_or_create_in_root, Kind};
 use crate::linux::process;
 use crate::linux::seccomp::Filter;
@@ -34,6 +36,7 @@ pub struct Launch {
     preserve_fds: u32,
     no_new_privileges: bool,
     seccomp: Option<Filter>,
+    labels: Labels,
 }
 
 impl Launch {
@@ -90,12 +93,17 @@ impl Launch {
             preserve_fds,
             no_new_privileges,
             seccomp,
+            labels: Labels::of(process),
         })
     }
 
-    /// no_new_privs, then every fd above the preserved ones close-on-exec, then the seccomp
-    /// filter, then execve. Returns only on failure.
+    /// The AppArmor/SELinux exec labels, no_new_privs, then every fd above the preserved ones
+    /// close-on-exec, then the seccomp filter, then execve. Returns only on failure.
     pub fn exec(self) -> Error {
+        // First, as in runc: before no_new_privs, and before the filter, which may block writes.
+        if let Err(e) = self.labels.apply_on_exec() {
+            return e;
+        }
         if self.no_new_privileges {
             if let Err(e) = prctl::set_no_new_privs() {
                 return Error::from(e).context("process.noNewPrivileges");

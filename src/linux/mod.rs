@@ -5,6 +5,8 @@ pub mod cgroup_events;
 pub mod cgroupfs;
 pub mod cgroups;
 pub mod devices;
+pub mod lsm;
+pub mod mount_idmap;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;

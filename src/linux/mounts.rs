@@ -11,6 +11,8 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 use oci_spec::runtime::Mount;
 
+use super::lsm;
+use super::mount_idmap::Prepared;
 use crate::error::{Context, Error, Result};
 
 const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
@@ -118,6 +120,8 @@ pub struct MountOptions {
     pub data: Vec<String>,
     /// `tmpcopyup` (podman, CRI-O): a new tmpfs starts with a copy of what it covers.
     pub tmpcopyup: bool,
+    /// `idmap` / `ridmap`: an id-mapped bind mount (see mount_idmap.rs).
+    pub idmap: bool,
 }
 
 impl Default for MountOptions {
@@ -129,6 +133,7 @@ impl Default for MountOptions {
             recursive: sys::MountAttr::default(),
             data: Vec::new(),
             tmpcopyup: false,
+            idmap: false,
         }
     }
 }
@@ -196,6 +201,8 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             o.cleared |= *clear;
         } else if opt == "tmpcopyup" {
             o.tmpcopyup = true;
+        } else if opt == "idmap" || opt == "ridmap" {
+            o.idmap = true;
         } else if let Some(p) = propagation_flags(opt) {
             o.propagation.push(p);
         } else if let Some((set, clear)) = recursive_attr(opt) {
@@ -213,7 +220,7 @@ pub fn parse_options(options: &[String]) -> MountOptions {
 pub fn known_options() -> Vec<&'static str> {
     let mut names: Vec<&str> = FLAG_OPTIONS.iter().map(|(n, _, _)| *n).collect();
     names.extend(PROPAGATION_OPTIONS);
-    names.push("tmpcopyup");
+    names.extend(["tmpcopyup", "idmap", "ridmap"]);
     names.extend(RECURSIVE_OPTIONS);
     names
 }
@@ -309,12 +316,17 @@ pub struct MountContext<'a> {
     pub root: BorrowedFd<'a>,
     pub in_user_ns: bool,
     pub cgroup_binds: &'a [CgroupBind],
+    /// The id-mapped bind mounts, made detached by the parent (mount_idmap.rs).
+    pub idmapped: &'a [Prepared],
+    /// `linux.mountLabel` (SELinux), checked to be applicable at create.
+    pub mount_label: Option<&'a str>,
 }
 
 /// Mounts entry `i` of `mounts` into the rootfs.
 pub fn mount_entry(ctx: &MountContext<'_>, i: usize, m: &Mount) -> Result<()> {
     let field = || format!("mounts[{i}] ({})", m.destination().display());
-    mount_one(ctx, m).ctx(field)
+    let idmapped = ctx.idmapped.iter().find(|p| p.index == i);
+    mount_one(ctx, m, idmapped).ctx(field)
 }
 
 /// Files below /proc that may be bind-mounted (what lxcfs provides; runc's list).
@@ -378,7 +390,7 @@ pub fn ensure_procfs(fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
+fn mount_one(ctx: &MountContext<'_>, m: &Mount, idmapped: Option<&Prepared>) -> Result<()> {
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or("");
     check_proc_destination(m, typ)?;
@@ -395,10 +407,24 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
         let src = source.ok_or_else(|| Error::invalid("bind mount without a source"))?;
         fs::metadata(src).ctx(|| format!("source {}", src.display()))?;
     }
+    let mapped = opts.idmap || m.uid_mappings().as_ref().is_some_and(|v| !v.is_empty());
+    if mapped && idmapped.is_none() {
+        // The parent prepares every mount mount_idmap.rs recognises; never mount it unmapped.
+        return Err(Error::invalid("id-mapped mount was not prepared"));
+    }
     let dest = open_or_create_in_root(ctx.root, m.destination(), kind)?;
-    let data = opts.data.join(",");
+    let mut data = opts.data.clone();
+    if let Some(context) = ctx.mount_label.and_then(|l| lsm::mount_context(typ, l)) {
+        if !is_bind {
+            data.push(context);
+        }
+    }
+    let data = data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
-    if is_bind {
+    if let Some(prepared) = idmapped {
+        sys::move_mount_to(prepared.tree.as_fd(), dest.as_fd())
+            .ctx(|| "move_mount of the id-mapped tree")?;
+    } else if is_bind {
         let rec = opts.flags & MsFlags::MS_REC;
         mount(
             source,
@@ -408,6 +434,8 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
             None::<&str>,
         )
         .ctx(|| "bind mount")?;
+    }
+    if is_bind {
         let extra = opts
             .flags
             .difference(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
@@ -452,6 +480,9 @@ fn mount_one(ctx: &MountContext<'_>, m: &Mount) -> Result<()> {
         let mounted = open_in_root(ctx.root, m.destination()).ctx(|| "reopening")?;
         if typ == "proc" {
             ensure_procfs(mounted.as_fd()).ctx(|| "after mounting proc")?;
+        }
+        if let (Some(label), "mqueue") = (ctx.mount_label, typ) {
+            lsm::label_mount_root(Path::new(&fd_path(&mounted)), label)?;
         }
         set_propagation_and_attrs(&mounted, &opts)
     }

@@ -27,6 +27,7 @@ pub fn prepare(
     bundle: &Bundle,
     no_pivot: bool,
     cgroup_binds: &[CgroupBind],
+    idmapped: &[super::mount_idmap::Prepared],
     before_pivot: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     let spec = &bundle.spec;
@@ -52,6 +53,8 @@ pub fn prepare(
         root: root.as_fd(),
         in_user_ns,
         cgroup_binds,
+        idmapped,
+        mount_label: super::lsm::mount_label(spec),
     };
     let mut dev_is_bind = false;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {

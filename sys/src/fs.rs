@@ -1,5 +1,5 @@
 //! File-system syscalls newer than nix's wrappers: openat2 (resolution confined to a root),
-//! close_range and mount_setattr.
+//! close_range, and the mount API calls (mount_setattr, open_tree, move_mount).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -125,13 +125,45 @@ pub fn mount_setattr(
     if recursive {
         flags |= libc::AT_RECURSIVE;
     }
-    let mut raw = RawMountAttr {
+    let raw = RawMountAttr {
         attr_set: attr.set,
         attr_clr: attr.clear,
         propagation: attr.propagation,
         userns_fd: 0,
     };
-    // SAFETY: `cpath` is NUL-terminated and `raw` is a valid mount_attr of the size passed.
+    raw_mount_setattr(dir, &cpath, flags, raw)
+}
+
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// mount_setattr(MOUNT_ATTR_IDMAP) on the detached mount `tree` (from `open_tree`): its files show
+/// the ids of the user namespace `userns` maps them to. `recursive` idmaps every mount below too.
+pub fn mount_setattr_idmap(
+    tree: BorrowedFd<'_>,
+    recursive: bool,
+    userns: BorrowedFd<'_>,
+) -> Result<()> {
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
+    let raw = RawMountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    raw_mount_setattr(tree, c"", flags, raw)
+}
+
+fn raw_mount_setattr(
+    dir: BorrowedFd<'_>,
+    cpath: &std::ffi::CStr,
+    flags: libc::c_int,
+    mut raw: RawMountAttr,
+) -> Result<()> {
+    // SAFETY: `cpath` is NUL-terminated and `raw` is a valid mount_attr of the size passed; the
+    // fds it names are borrowed for the duration of the call.
     check(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -140,6 +172,46 @@ pub fn mount_setattr(
             flags,
             &mut raw as *mut RawMountAttr,
             std::mem::size_of::<RawMountAttr>(),
+        )
+    })?;
+    Ok(())
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+
+/// open_tree(OPEN_TREE_CLONE): a detached copy of the mount at `path` (of its whole subtree when
+/// `recursive`), as an fd. Nothing is attached anywhere until `move_mount`; closing the fd
+/// unmounts the copy.
+pub fn open_tree_clone(path: &Path, recursive: bool) -> Result<OwnedFd> {
+    let cpath = cstring(path)?;
+    let mut flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: `cpath` is NUL-terminated and outlives the call; the returned fd is new.
+    let fd = check(unsafe {
+        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, cpath.as_ptr(), flags)
+    })?;
+    // SAFETY: the kernel just returned this fd to us; we are its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// move_mount(2) of the detached mount `tree` onto the directory or file `target` (an fd, O_PATH
+/// is enough): no path is looked up, so the target is exactly what the caller resolved.
+pub fn move_mount_to(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: both paths are the empty NUL-terminated string; the fds are borrowed for the call.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     })?;
     Ok(())

@@ -1,5 +1,5 @@
 //! Every `unsafe` line of proxmox-lxcri lives here: raw syscalls that `nix` does not wrap (clone3,
-//! openat2, close_range, mount_setattr, pidfd, namespace ioctls, seccomp, xattrs) and the
+//! openat2, close_range, mount_setattr, open_tree, move_mount, pidfd, namespace ioctls, seccomp, xattrs) and the
 //! libzfs_core FFI (loaded with dlopen only when a ZFS storage is used), each behind a small safe
 //! function.
 //! The runtime crate is `#![forbid(unsafe_code)]` and calls only these wrappers.
@@ -15,7 +15,10 @@ pub mod xattr;
 pub mod zfs;
 
 pub use clone::{clone3, CloneResult};
-pub use fs::{close_fds_except, close_range_cloexec, mount_setattr, openat2, MountAttr};
+pub use fs::{
+    close_fds_except, close_range_cloexec, mount_setattr, mount_setattr_idmap, move_mount_to,
+    open_tree_clone, openat2, MountAttr,
+};
 pub use misc::{
     exit_now, join_session_keyring, namespace_type, reset_signal_dispositions, setdomainname,
     trim_heap,
