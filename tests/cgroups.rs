@@ -550,18 +550,7 @@ fn events_interval_streams_stats_and_oom_until_the_container_stops() {
     )
     .sh(&format!("sleep 1; {}; sleep 1", allocate(200)));
     c.run_detached().assert_ok();
-    let args: Vec<PathBuf> = [
-        "--root",
-        &c.root.to_string_lossy(),
-        "events",
-        "--interval",
-        "300ms",
-        &c.id,
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .collect();
-    let events = spawn(&c.runtime, &args, &c.io, &ExecOpts::default());
+    let events = c.spawn_rt(&["events", "--interval", "300ms", &c.id]);
     let out = if is_ours() {
         // Ours ends the stream by itself once the container's init is gone.
         let out = events.wait(Duration::from_secs(30));

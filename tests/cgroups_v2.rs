@@ -105,31 +105,22 @@ fn clone3_places_the_init_in_its_cgroup() {
     }
     let mut c = Container::new();
     c.sh("cat /proc/self/cgroup");
-    c.write_config();
     let trace = c.host.join("strace.out");
-    let (trace_s, runtime, root, bundle) = (
-        trace.to_string_lossy().into_owned(),
-        c.runtime.to_string_lossy().into_owned(),
-        c.root.to_string_lossy().into_owned(),
-        c.bundle.to_string_lossy().into_owned(),
-    );
+    let trace_s = trace.to_string_lossy().into_owned();
+    let mut argv = [
+        "-f",
+        "-qq",
+        "-e",
+        "trace=clone,clone3,openat,open",
+        "-o",
+        &trace_s,
+    ]
+    .map(String::from)
+    .to_vec();
+    argv.extend(c.run_command_line());
     let out = host_cmd(
         "strace",
-        &[
-            "-f",
-            "-qq",
-            "-e",
-            "trace=clone,clone3,openat,open",
-            "-o",
-            &trace_s,
-            &runtime,
-            "--root",
-            &root,
-            "run",
-            "--bundle",
-            &bundle,
-            &c.id,
-        ],
+        &argv.iter().map(String::as_str).collect::<Vec<_>>(),
     );
     out.assert_ok();
     assert_eq!(
@@ -590,18 +581,7 @@ fn events_interval_reports_an_oom_kill_from_memory_events() {
     )
     .sh(&format!("sleep 2; {}; sleep 2", allocate(64)));
     c.run_detached().assert_ok();
-    let args: Vec<PathBuf> = [
-        "--root",
-        &c.root.to_string_lossy(),
-        "events",
-        "--interval",
-        "500ms",
-        &c.id,
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .collect();
-    let events = spawn(&c.runtime, &args, &c.io, &ExecOpts::default());
+    let events = c.spawn_rt(&["events", "--interval", "500ms", &c.id]);
     let out = if is_ours() {
         // Ours ends the stream by itself once the container's init is gone.
         let out = events.wait(Duration::from_secs(90));

@@ -560,26 +560,15 @@ fn no_signal_is_ignored_in_the_container_process() {
     let mut c = Container::new();
     // Not through sh: busybox ash ignores SIGQUIT itself.
     c.args(&["/bin/grep", "SigIgn", "/proc/self/status"]);
-    c.write_config();
-    let rt = c.runtime.to_string_lossy().into_owned();
-    let (root, bundle) = (
-        c.root.to_string_lossy().into_owned(),
-        c.bundle.to_string_lossy().into_owned(),
-    );
+    let mut argv = vec![
+        "-c".to_string(),
+        "trap '' PIPE USR1 HUP; exec \"$@\"".into(),
+        "sh".into(),
+    ];
+    argv.extend(c.run_command_line());
     let out = exec(
         std::path::Path::new("/bin/sh"),
-        &[
-            "-c",
-            "trap '' PIPE USR1 HUP; exec \"$@\"",
-            "sh",
-            &rt,
-            "--root",
-            &root,
-            "run",
-            "--bundle",
-            &bundle,
-            &c.id,
-        ],
+        &argv,
         &c.io,
         &ExecOpts::default(),
     );

@@ -1161,6 +1161,30 @@ impl Container {
         self.bundle.to_string_lossy().into_owned()
     }
 
+    /// `RUNTIME --root R run --bundle B ID` as words (the runtime first), with the config
+    /// written: for tests that start the runtime through a wrapper (strace, a shell).
+    pub fn run_command_line(&self) -> Vec<String> {
+        self.write_config();
+        [
+            self.runtime.to_string_lossy().as_ref(),
+            "--root",
+            self.root.to_string_lossy().as_ref(),
+            "run",
+            "--bundle",
+            &self.bundle_str(),
+            &self.id,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// Starts `RUNTIME --root R ARGS...` in the background (e.g. `events --interval`).
+    pub fn spawn_rt(&self, args: &[&str]) -> Running {
+        let mut a = self.global_args();
+        a.extend(args.iter().map(OsString::from));
+        spawn(&self.runtime, &a, &self.io, &ExecOpts::default())
+    }
+
     /// `run --bundle B [EXTRA...] ID` in the foreground; returns its output.
     #[track_caller]
     /// What `--root` holds besides the runtime-wide entries (the events log in `runtime/`, the
