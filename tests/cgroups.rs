@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::cgroup_checks::*;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -43,10 +44,7 @@ fn cg_path(c: &Container, controller: &str) -> PathBuf {
 /// The value of `key` in a flat-keyed cgroup file (`memory.oom_control`, `cpu.stat`).
 #[track_caller]
 fn cg_key(c: &Container, controller: &str, file: &str, key: &str) -> u64 {
-    let text = cg(c, controller, file);
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {file}:\n{text}"))
+    flat_key(&cg(c, controller, file), file, key)
 }
 
 fn json_of(out: &Out) -> Value {
@@ -78,12 +76,6 @@ fn rt_stdin(c: &Container, args: &[&str], input: &str) -> Out {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         code: out.status.code().unwrap_or(-1),
     }
-}
-
-/// A busybox command that really holds `mib` MiB: `tail` keeps the whole newline-free input as
-/// its "last line".
-fn allocate(mib: u32) -> String {
-    format!("head -c {mib}m /dev/zero | tail >/dev/null")
 }
 
 #[test]
@@ -186,30 +178,18 @@ fn cpu_shares_quota_period_and_cpuset_are_written_and_throttle() {
 fn pause_freezes_every_process_and_resume_thaws_them() {
     assert_v1_host();
     let mut c = Container::new();
-    c.sh("while :; do echo tick; sleep 0.02; done");
-    c.run_detached().assert_ok();
-    c.wait_container_stdout("tick", WAIT);
+    run_ticking(&mut c);
 
     c.rt(&["pause", &c.id]).assert_ok();
     assert_eq!(cg(&c, "freezer", "freezer.state"), "FROZEN");
     assert_eq!(c.status(), "paused");
     let list = json_of(&c.rt(&["list", "--format", "json"]));
     assert_eq!(list[0]["status"], "paused", "{list}");
-    let frozen_at = c.container_stdout().len();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        c.container_stdout().len(),
-        frozen_at,
-        "the container printed while paused"
-    );
+    let frozen_at = assert_silent_while_paused(&c, Duration::from_millis(300));
 
     c.rt(&["resume", &c.id]).assert_ok();
     assert_eq!(cg(&c, "freezer", "freezer.state"), "THAWED");
-    assert_eq!(c.status(), "running");
-    assert!(
-        wait_until(WAIT, || c.container_stdout().len() > frozen_at),
-        "no output after resume"
-    );
+    assert_ticking_again(&c, frozen_at);
     c.delete_force().assert_ok();
     c.assert_no_debris(None);
 }
@@ -550,39 +530,13 @@ fn events_interval_streams_stats_and_oom_until_the_container_stops() {
     )
     .sh(&format!("sleep 1; {}; sleep 1", allocate(200)));
     c.run_detached().assert_ok();
-    let events = c.spawn_rt(&["events", "--interval", "300ms", &c.id]);
-    let out = if is_ours() {
-        // Ours ends the stream by itself once the container's init is gone.
-        let out = events.wait(Duration::from_secs(30));
-        out.assert_ok();
-        out
-    } else {
-        // runc streams on after the container stopped.
-        c.wait_status("stopped", Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(500));
-        Out {
-            cmdline: events.cmdline.clone(),
-            stdout: events.stdout_so_far(),
-            stderr: String::new(),
-            code: 0,
-        }
-    };
-    let records: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let (out, records) = events_until_stopped(&c, "300ms", Duration::from_secs(30));
     let stats = records.iter().filter(|r| r["type"] == "stats").count();
     assert!(
         stats >= 4,
         "{stats} stats records in ~2 s at 300 ms:\n{out}"
     );
-    // The kernel may signal one kill more than once (each time the cgroup is under OOM).
-    let oom: Vec<_> = records.iter().filter(|r| r["type"] == "oom").collect();
-    assert!(!oom.is_empty(), "no oom record:\n{out}");
-    for r in oom {
-        assert_eq!(r, &json!({ "type": "oom", "id": c.id }));
-    }
+    assert_oom_records(&c, &records, &out);
     c.delete().assert_ok();
     c.assert_no_debris(None);
 }
@@ -640,14 +594,6 @@ fn ps_lists_the_containers_processes() {
         assert_eq!(custom.lines().len(), 4, "{custom}");
     }
     c.delete_force().assert_ok();
-    c.assert_no_debris(None);
-}
-
-/// `create` failed cleanly: non-zero exit, no state, no cgroup in any hierarchy.
-#[track_caller]
-fn assert_refused(c: &Container, out: &Out, named: &str) {
-    out.assert_fail();
-    check_our_message(out, &format!("name {named}"), |e| e.contains(named));
     c.assert_no_debris(None);
 }
 

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::cgroup_checks::*;
 use common::*;
 use serde_json::{json, Value};
 use std::fs;
@@ -47,24 +48,7 @@ fn cg(c: &Container, file: &str) -> String {
 /// The value of `key` in a flat-keyed file (`memory.events`, `cpu.stat`, `cgroup.events`).
 #[track_caller]
 fn cg_key(c: &Container, file: &str, key: &str) -> u64 {
-    let text = cg(c, file);
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {file}:\n{text}"))
-}
-
-/// A busybox command that really holds `mib` MiB: `tail` keeps the whole newline-free input as
-/// its "last line".
-fn allocate(mib: u32) -> String {
-    format!("head -c {mib}m /dev/zero | tail >/dev/null")
-}
-
-/// `create` failed cleanly: non-zero exit, the field named, no state and no cgroup left.
-#[track_caller]
-fn assert_refused(c: &Container, out: &Out, named: &str) {
-    out.assert_fail();
-    check_our_message(out, &format!("name {named}"), |e| e.contains(named));
-    c.assert_no_debris(None);
+    flat_key(&cg(c, file), file, key)
 }
 
 #[test]
@@ -291,21 +275,13 @@ fn pause_sets_cgroup_freeze_and_resume_clears_it() {
         return;
     }
     let mut c = Container::new();
-    c.sh("while :; do echo tick; sleep 0.1; done");
-    c.run_detached().assert_ok();
-    c.wait_container_stdout("tick", WAIT);
+    run_ticking(&mut c);
 
     c.rt(&["pause", &c.id]).assert_ok();
     assert_eq!(cg(&c, "cgroup.freeze"), "1");
     assert_eq!(cg_key(&c, "cgroup.events", "frozen"), 1);
     assert_eq!(c.status(), "paused");
-    let frozen_at = c.container_stdout().len();
-    std::thread::sleep(Duration::from_millis(1000));
-    assert_eq!(
-        c.container_stdout().len(),
-        frozen_at,
-        "the container printed while paused"
-    );
+    let frozen_at = assert_silent_while_paused(&c, Duration::from_millis(1000));
 
     // kill --all keeps a paused container paused.
     if is_ours() {
@@ -318,11 +294,7 @@ fn pause_sets_cgroup_freeze_and_resume_clears_it() {
     assert_eq!(cg(&c, "cgroup.freeze"), "0");
     assert_eq!(cg_key(&c, "cgroup.events", "frozen"), 0);
     if !is_ours() {
-        assert_eq!(c.status(), "running");
-        assert!(
-            wait_until(WAIT, || c.container_stdout().len() > frozen_at),
-            "no output after resume"
-        );
+        assert_ticking_again(&c, frozen_at);
     }
     c.delete_force().assert_ok();
     c.assert_no_debris(None);
@@ -334,17 +306,11 @@ fn resume_lets_a_paused_container_go_on() {
         return;
     }
     let mut c = Container::new();
-    c.sh("while :; do echo tick; sleep 0.1; done");
-    c.run_detached().assert_ok();
-    c.wait_container_stdout("tick", WAIT);
+    run_ticking(&mut c);
     c.rt(&["pause", &c.id]).assert_ok();
     let frozen_at = c.container_stdout().len();
     c.rt(&["resume", &c.id]).assert_ok();
-    assert_eq!(c.status(), "running");
-    assert!(
-        wait_until(WAIT, || c.container_stdout().len() > frozen_at),
-        "no output after resume"
-    );
+    assert_ticking_again(&c, frozen_at);
     c.delete_force().assert_ok();
     c.assert_no_debris(None);
 }
@@ -581,36 +547,12 @@ fn events_interval_reports_an_oom_kill_from_memory_events() {
     )
     .sh(&format!("sleep 2; {}; sleep 2", allocate(64)));
     c.run_detached().assert_ok();
-    let events = c.spawn_rt(&["events", "--interval", "500ms", &c.id]);
-    let out = if is_ours() {
-        // Ours ends the stream by itself once the container's init is gone.
-        let out = events.wait(Duration::from_secs(90));
-        out.assert_ok();
-        out
-    } else {
-        c.wait_status("stopped", Duration::from_secs(90));
-        std::thread::sleep(Duration::from_millis(1000));
-        Out {
-            cmdline: events.cmdline.clone(),
-            stdout: events.stdout_so_far(),
-            stderr: String::new(),
-            code: 0,
-        }
-    };
-    let records: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let (out, records) = events_until_stopped(&c, "500ms", Duration::from_secs(90));
     assert!(
         records.iter().any(|r| r["type"] == "stats"),
         "no stats record:\n{out}"
     );
-    let oom: Vec<_> = records.iter().filter(|r| r["type"] == "oom").collect();
-    assert!(!oom.is_empty(), "no oom record:\n{out}");
-    for r in oom {
-        assert_eq!(r, &json!({ "type": "oom", "id": c.id }));
-    }
+    assert_oom_records(&c, &records, &out);
     c.delete().assert_ok();
     c.assert_no_debris(None);
 }

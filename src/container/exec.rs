@@ -15,7 +15,7 @@ use nix::unistd::{setresgid, setresuid, Gid, Pid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, Process};
 
 use super::launch::{self, Launch};
-use super::sync::{Channel, Message};
+use super::sync::{self, Channel, Message};
 use crate::error::{Context, Error, Result};
 use crate::linux::cgroups::Cgroup;
 use crate::linux::namespaces::{self, ForChildren};
@@ -117,7 +117,7 @@ fn child(
     opts: &ExecOptions<'_>,
     seccomp: Option<Filter>,
 ) -> ! {
-    let launch = match setup(
+    let launch = setup(
         &mut channel,
         joined,
         in_user_ns,
@@ -125,20 +125,9 @@ fn child(
         console,
         opts,
         seccomp,
-    ) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = channel.send(&Message::Failed(e.to_string()));
-            sys::exit_now(1);
-        }
-    };
-    if channel.send(&Message::Ready).is_err() {
-        sys::exit_now(1);
-    }
-    drop(channel);
-    let err = launch.exec();
-    eprintln!("proxmox-lxcri: {err}");
-    sys::exit_now(127)
+    );
+    let launch = sync::report_setup(channel, launch);
+    sync::exec_failed(launch.exec())
 }
 
 fn setup(

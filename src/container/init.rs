@@ -15,7 +15,7 @@ use nix::unistd::{setresgid, setresuid, Gid, Uid};
 use oci_spec::runtime::LinuxNamespaceType;
 
 use super::launch::{self, Launch};
-use super::sync::{Channel, Message};
+use super::sync::{self, Channel, Message};
 use crate::error::{Context, Error, Result};
 use crate::hooks;
 use crate::linux::seccomp::Filter;
@@ -53,20 +53,9 @@ pub fn run(
     opts: &InitOptions<'_>,
     seccomp: Option<Filter>,
 ) -> ! {
-    let prepared = match setup(&mut channel, bundle, opts, seccomp) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = channel.send(&Message::Failed(e.to_string()));
-            sys::exit_now(1);
-        }
-    };
-    if channel.send(&Message::Ready).is_err() {
-        sys::exit_now(1);
-    }
-    drop(channel);
-    let err = exec(prepared);
-    eprintln!("proxmox-lxcri: {err}");
-    sys::exit_now(127)
+    let prepared = setup(&mut channel, bundle, opts, seccomp);
+    let prepared = sync::report_setup(channel, prepared);
+    sync::exec_failed(exec(prepared))
 }
 
 fn setup(

@@ -79,6 +79,29 @@ impl Channel {
     }
 }
 
+/// The child's side of the handshake: tells the parent how its set-up went and hangs up; on a
+/// failure (or a parent that is gone) the child exits here, since nothing is left to do.
+pub fn report_setup<T>(mut channel: Channel, setup: Result<T>) -> T {
+    let value = match setup {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = channel.send(&Message::Failed(e.to_string()));
+            sys::exit_now(1);
+        }
+    };
+    if channel.send(&Message::Ready).is_err() {
+        sys::exit_now(1);
+    }
+    value
+}
+
+/// What a child does when its final execve failed: says why on its stderr (the container's)
+/// and exits with 127, the shell's "command not found".
+pub fn exec_failed(err: Error) -> ! {
+    eprintln!("proxmox-lxcri: {err}");
+    sys::exit_now(127)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@
 //! are cleaned once per test binary before the first container is made.
 #![allow(dead_code)]
 
+pub mod cgroup_checks;
 pub mod console;
 
 use serde_json::{json, Value};

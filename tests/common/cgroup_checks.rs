@@ -1,0 +1,100 @@
+//! Checks shared by the cgroup suites of v1/hybrid hosts (tests/cgroups.rs) and of pure v2 hosts
+//! (tests/cgroups_v2.rs): the scenarios are the same, only the files differ.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{check_our_message, is_ours, Container, Out};
+
+/// A busybox command that really holds `mib` MiB: `tail` keeps the whole newline-free input as
+/// its "last line".
+pub fn allocate(mib: u32) -> String {
+    format!("head -c {mib}m /dev/zero | tail >/dev/null")
+}
+
+/// The value of `key` in a flat-keyed cgroup file's `text` (`memory.events`, `cpu.stat`, ...).
+#[track_caller]
+pub fn flat_key(text: &str, file: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {file}:\n{text}"))
+}
+
+/// `create` failed cleanly: non-zero exit, the field named, no state and no cgroup left.
+#[track_caller]
+pub fn assert_refused(c: &Container, out: &Out, named: &str) {
+    out.assert_fail();
+    check_our_message(out, &format!("name {named}"), |e| e.contains(named));
+    c.assert_no_debris(None);
+}
+
+/// The records `events --interval INTERVAL` prints for a detached container until it stops.
+/// Ours ends the stream by itself once the container's init is gone; runc streams on, so for
+/// runc the output so far is taken once the container is stopped.
+#[track_caller]
+pub fn events_until_stopped(c: &Container, interval: &str, timeout: Duration) -> (Out, Vec<Value>) {
+    let events = c.spawn_rt(&["events", "--interval", interval, &c.id]);
+    let out = if is_ours() {
+        let out = events.wait(timeout);
+        out.assert_ok();
+        out
+    } else {
+        c.wait_status("stopped", timeout);
+        std::thread::sleep(Duration::from_millis(1000));
+        Out {
+            cmdline: events.cmdline.clone(),
+            stdout: events.stdout_so_far(),
+            stderr: String::new(),
+            code: 0,
+        }
+    };
+    let records = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (out, records)
+}
+
+/// At least one OOM record, each exactly runc's `{"type": "oom", "id": ID}`. The kernel may
+/// signal one kill more than once (each time the cgroup is under OOM).
+#[track_caller]
+pub fn assert_oom_records(c: &Container, records: &[Value], out: &Out) {
+    let oom: Vec<_> = records.iter().filter(|r| r["type"] == "oom").collect();
+    assert!(!oom.is_empty(), "no oom record:\n{out}");
+    for r in oom {
+        assert_eq!(r, &json!({ "type": "oom", "id": c.id }));
+    }
+}
+
+/// Runs `c` detached printing "tick" every 50 ms, and waits for the first tick.
+#[track_caller]
+pub fn run_ticking(c: &mut Container) {
+    c.sh("while :; do echo tick; sleep 0.05; done");
+    c.run_detached().assert_ok();
+    c.wait_container_stdout("tick", super::WAIT);
+}
+
+/// A paused ticking container prints nothing for `quiet`; returns its output's length.
+#[track_caller]
+pub fn assert_silent_while_paused(c: &Container, quiet: Duration) -> usize {
+    let frozen_at = c.container_stdout().len();
+    std::thread::sleep(quiet);
+    assert_eq!(
+        c.container_stdout().len(),
+        frozen_at,
+        "the container printed while paused"
+    );
+    frozen_at
+}
+
+/// A resumed ticking container is `running` and prints again.
+#[track_caller]
+pub fn assert_ticking_again(c: &Container, frozen_at: usize) {
+    assert_eq!(c.status(), "running");
+    assert!(
+        super::wait_until(super::WAIT, || c.container_stdout().len() > frozen_at),
+        "no output after resume"
+    );
+}
