@@ -17,7 +17,7 @@ use crate::error::{unsupported_errno, Context, Error, Result};
 use crate::hooks;
 use crate::linux::cgroups::{self, Cgroup};
 use crate::linux::namespaces::{self, ForChildren};
-use crate::linux::terminal;
+use crate::linux::{rootless, terminal};
 use crate::proxmox;
 use crate::spec::Bundle;
 use crate::state::{self, ContainerDir, State};
@@ -171,17 +171,22 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
     for_children.leave()?;
 
     if bundle.creates_namespace(LinuxNamespaceType::User) {
-        namespaces::write_id_maps(
+        crate::linux::idmap::write(
             pid,
             linux.uid_mappings().as_deref().unwrap_or_default(),
             linux.gid_mappings().as_deref().unwrap_or_default(),
         )?;
     }
-    let resources = resources_with_default_devices(&bundle);
-    undo.cgroup
-        .as_ref()
-        .map(|cg| cg.enter_and_apply(pid, &resources))
-        .transpose()?;
+    if let Some(cg) = undo.cgroup.as_ref() {
+        if rootless::active() {
+            if !rootless::enter_cgroup(cg, pid, linux.resources().as_ref())? {
+                // Nothing of it is left: later commands find no cgroup directory.
+                let _ = undo.cgroup.take().map(Cgroup::destroy);
+            }
+        } else {
+            cg.enter_and_apply(pid, &resources_with_default_devices(&bundle))?;
+        }
+    }
 
     if let Some(state) = seccomp
         .as_ref()

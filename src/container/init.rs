@@ -73,7 +73,12 @@ fn setup(
     opts: &InitOptions<'_>,
     mut seccomp: Option<Filter>,
 ) -> Result<Prepared> {
-    prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
+    // An unprivileged runtime writes our id maps (or has newuidmap write them) through
+    // /proc/<pid>, which a non-dumpable process hands to root: stay dumpable until Go then.
+    let maps_by_unprivileged = crate::linux::rootless::caller_unprivileged();
+    if !maps_by_unprivileged {
+        prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
+    }
     // Until Ready, the init must not outlive a `create` that died.
     prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
     sys::reset_signal_dispositions();
@@ -90,6 +95,9 @@ fn setup(
             }
             _ => return Err(Error::invalid("the runtime went away during set-up")),
         }
+    }
+    if maps_by_unprivileged {
+        prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
     }
     // Opened now, while the state dir is reachable; read-write so that opening never blocks and
     // `start` finds a reader exactly while this init is alive.

@@ -277,7 +277,7 @@ impl Cgroup {
 }
 
 /// Whether any limit beyond device rules is asked for (only then is libcgroups' manager built).
-fn needs_manager(r: &LinuxResources) -> bool {
+pub fn needs_manager(r: &LinuxResources) -> bool {
     r.memory().is_some()
         || r.cpu().is_some()
         || r.pids().is_some()
