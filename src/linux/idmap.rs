@@ -106,6 +106,17 @@ fn check_map(maps: &[LinuxIdMapping], kind: Kind, max: usize) -> Result<()> {
             maps.len()
         )));
     }
+    // The kernel takes a map in one write() of less than a page.
+    let text = render(maps);
+    let page = page_size();
+    if text.len() >= page {
+        return Err(Error::invalid(format!(
+            "{field}: {} ranges make {} bytes of {}, the kernel takes less than {page}",
+            maps.len(),
+            text.len(),
+            kind.proc_file()
+        )));
+    }
     for (i, m) in maps.iter().enumerate() {
         if m.size() == 0 {
             return Err(Error::invalid(format!("{field}[{i}]: size is 0")));
@@ -229,12 +240,22 @@ pub fn write(pid: i32, uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result
     Ok(())
 }
 
-fn write_direct(pid: i32, maps: &[LinuxIdMapping], kind: Kind) -> Result<()> {
-    let text: String = maps
-        .iter()
+fn render(maps: &[LinuxIdMapping]) -> String {
+    maps.iter()
         .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-        .collect();
-    fs::write(format!("/proc/{pid}/{}", kind.proc_file()), text)
+        .collect()
+}
+
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(4096)
+}
+
+fn write_direct(pid: i32, maps: &[LinuxIdMapping], kind: Kind) -> Result<()> {
+    fs::write(format!("/proc/{pid}/{}", kind.proc_file()), render(maps))
         .ctx(|| format!("{}: writing {}", kind.field(), kind.proc_file()))
 }
 
@@ -308,6 +329,8 @@ mod tests {
         assert!(e.contains("[1]: host ids 1009-1018"), "{e}");
         let many: Vec<_> = (0..341).map(|i| map(i, 1000 + i, 1)).collect();
         assert!(err(&many).contains("341 ranges"));
+        let long: Vec<_> = (0..300).map(|i| map(i, 10_000_000 + i, 1)).collect();
+        assert!(err(&long).contains("bytes of uid_map"), "{}", err(&long));
     }
 
     #[test]
