@@ -178,13 +178,12 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         )?;
     }
     if let Some(cg) = undo.cgroup.as_ref() {
-        if rootless::active() {
-            if !rootless::enter_cgroup(cg, pid, linux.resources().as_ref())? {
-                // Nothing of it is left: later commands find no cgroup directory.
-                let _ = undo.cgroup.take().map(Cgroup::destroy);
-            }
-        } else {
-            cg.enter_and_apply(pid, &resources_with_default_devices(&bundle))?;
+        let resources = resources_with_default_devices(&bundle);
+        if !rootless::active() {
+            cg.enter_and_apply(pid, &resources)?;
+        } else if !rootless::enter_cgroup(cg, pid, &resources)? {
+            // Nothing of it is left: later commands find no cgroup directory.
+            let _ = undo.cgroup.take().map(Cgroup::destroy);
         }
     }
 

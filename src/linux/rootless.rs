@@ -93,25 +93,28 @@ pub fn default_root_problem() -> Option<String> {
 }
 
 /// Puts the init in its cgroup when the caller may (a delegated or writable cgroup). Returns
-/// whether it is in one. Device rules are never written: an unprivileged user cannot (neither
-/// v1's devices.allow nor a v2 BPF program), and the user namespace already keeps device nodes
-/// out. A failure is an error only when the spec asks for limits (runc's rule).
-pub fn enter_cgroup(cg: &Cgroup, pid: i32, resources: Option<&LinuxResources>) -> Result<bool> {
-    let mut limits = resources.cloned().unwrap_or_default();
+/// whether it is in one. `resources` come with the device rules; those are left out when the
+/// caller cannot write them (unprivileged, or in a user namespace: neither v1's devices.allow nor
+/// a v2 BPF program is allowed there; the user namespace keeps device nodes out anyway). A failure
+/// is an error only when the spec asks for limits (runc's rule).
+pub fn enter_cgroup(cg: &Cgroup, pid: i32, resources: &LinuxResources) -> Result<bool> {
+    let mut limits = resources.clone();
     limits.set_devices(None);
-    if needs_manager(&limits) {
-        cg.enter_and_apply(pid, &limits).map_err(|e| {
-            e.context(format!(
-                "linux.resources: limits are asked for, but uid {} cannot set up cgroup {} \
-                 (delegate it to this user, or drop the limits)",
-                nix::unistd::geteuid(),
-                cg.path.display()
-            ))
-        })?;
-        return Ok(true);
-    }
-    match cg.enter(pid) {
+    let wanted = needs_manager(&limits);
+    let devices = !caller_unprivileged() && !in_partial_user_namespace();
+    let entered = match (wanted, devices) {
+        (_, true) => cg.enter_and_apply(pid, resources),
+        (true, false) => cg.enter_and_apply(pid, &limits),
+        (false, false) => cg.enter(pid),
+    };
+    match entered {
         Ok(()) => Ok(true),
+        Err(e) if wanted => Err(e.context(format!(
+            "linux.resources: limits are asked for, but uid {} cannot set up cgroup {} \
+             (delegate it to this user, or drop the limits)",
+            nix::unistd::geteuid(),
+            cg.path.display()
+        ))),
         Err(e) => {
             crate::log::info(&format!("rootless: running without a cgroup: {e}"));
             Ok(false)
