@@ -611,3 +611,25 @@ fn the_largest_maps_the_kernel_takes_are_written_and_longer_ones_refused() {
         "bytes of uid_map",
     );
 }
+
+/// `--rootless false` (runc's switch) makes the cgroup the user cannot write an
+/// error again; a value other than auto/true/false is refused.
+#[test]
+fn rootless_false_makes_an_unwritable_cgroup_an_error() {
+    let u = User::new();
+    u.configure("true", |_| {});
+    let b = u.bundle_arg();
+    let out = u.rt(&["--rootless", "false", "create", "--bundle", &b, &u.id]);
+    out.assert_fail();
+    assert!(out.stderr.contains("cgroup"), "{out}");
+    u.assert_no_debris();
+    let out = u.rt(&["--rootless", "maybe", "create", "--bundle", &b, &u.id]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("--rootless") && out.stderr.contains("maybe"),
+        "{out}"
+    );
+    u.assert_no_debris();
+    u.rt(&["--rootless", "true", "run", "--bundle", &b, &u.id])
+        .assert_ok();
+}
