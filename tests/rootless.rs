@@ -633,3 +633,35 @@ fn rootless_false_makes_an_unwritable_cgroup_an_error() {
     u.rt(&["--rootless", "true", "run", "--bundle", &b, &u.id])
         .assert_ok();
 }
+
+/// oomScoreAdj reaches a process in a user namespace (the init inherits it from
+/// the runtime): raised by an unprivileged user; lowered below the caller's it
+/// is an error naming the field, as for any process without CAP_SYS_RESOURCE.
+#[test]
+fn oom_score_adj_in_a_user_namespace() {
+    let u = User::new();
+    u.configure("cat /proc/self/oom_score_adj", |c| {
+        c["process"]["oomScoreAdj"] = json!(500);
+    });
+    let b = u.bundle_arg();
+    let out = u.rt(&["run", "--bundle", &b, &u.id]);
+    assert_eq!(out.assert_ok().stdout.trim(), "500", "{out}");
+    u.configure("cat /proc/self/oom_score_adj", |c| {
+        c["process"]["oomScoreAdj"] = json!(-500);
+    });
+    let out = u.rt(&["run", "--bundle", &b, &u.id]);
+    out.assert_fail();
+    assert!(out.stderr.contains("process.oomScoreAdj -500"), "{out}");
+    u.assert_no_debris();
+
+    // As root, with a user namespace mapping container root to an unprivileged host id.
+    let mut c = Container::new();
+    c.namespace("user", None)
+        .uid_mappings(&[(0, 100000, 65536)])
+        .gid_mappings(&[(0, 100000, 65536)])
+        .oom_score_adj(100)
+        .sh("cat /proc/self/oom_score_adj");
+    c.chown_rootfs(100000, 100000);
+    let out = c.run();
+    assert_eq!(out.assert_ok().stdout.trim(), "100", "{out}");
+}

@@ -144,6 +144,12 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         },
     };
 
+    let oom_score_adj = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.oom_score_adj());
+    let oom = OomScoreAdj::set(oom_score_adj)?;
     let for_children = ForChildren::enter(&bundle)?;
     let cloned = match injected_native_failure() {
         Some(err) => Err(err),
@@ -168,6 +174,7 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
     undo.child = Some(pid);
     drop(child_end);
     drop(init_opts);
+    drop(oom);
     for_children.leave()?;
 
     if bundle.creates_namespace(LinuxNamespaceType::User) {
@@ -277,6 +284,32 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         state,
         terminal,
     })
+}
+
+/// process.oomScoreAdj, set on the runtime itself just for the clone: the init inherits it. From
+/// inside a new user namespace the init could not lower it (that takes CAP_SYS_RESOURCE in the
+/// initial one) nor, non-dumpable, open its own /proc file. Our own value comes back on drop.
+struct OomScoreAdj(Option<String>);
+
+impl OomScoreAdj {
+    fn set(adj: Option<i32>) -> Result<Self> {
+        let Some(adj) = adj else {
+            return Ok(OomScoreAdj(None));
+        };
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ctx(|| "reading /proc/self/oom_score_adj")?;
+        crate::linux::process::set_oom_score_adj(adj)?;
+        Ok(OomScoreAdj(Some(own)))
+    }
+}
+
+impl Drop for OomScoreAdj {
+    fn drop(&mut self) {
+        if let Some(own) = self.0.take() {
+            // An unprivileged runtime may not lower it back: it exits soon anyway.
+            let _ = std::fs::write("/proc/self/oom_score_adj", own.trim());
+        }
+    }
 }
 
 /// Test hook (debug builds only): `PROXMOX_LXCRI_TEST_FAIL_NATIVE=unsupported` makes clone3 fail

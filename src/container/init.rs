@@ -132,9 +132,7 @@ fn setup(
     if let Some(name) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
         sys::setdomainname(name).ctx(|| format!("domainname {name:?}"))?;
     }
-    if let Some(adj) = process.oom_score_adj() {
-        process::set_oom_score_adj(adj)?;
-    }
+    // process.oomScoreAdj was inherited from the runtime (see create::OomScoreAdj).
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
 
     // Our pid as the host sees it, for the hooks' state (the host /proc is still mounted).
