@@ -665,3 +665,40 @@ fn oom_score_adj_in_a_user_namespace() {
     let out = c.run();
     assert_eq!(out.assert_ok().stdout.trim(), "100", "{out}");
 }
+
+/// The config `spec --rootless` writes asks for a terminal: with a console
+/// socket, the container's shell gets a pty of its own (devpts inside the user
+/// namespace) owned by its root.
+#[test]
+fn spec_rootless_terminal_through_a_console_socket() {
+    let u = User::new();
+    let mut c = u.config();
+    assert_eq!(c["process"]["terminal"], json!(true));
+    c["process"]["args"] = json!(["sh", "-c", "tty; stat -c %u $(tty); echo done"]);
+    fs::write(
+        u.bundle.join("config.json"),
+        serde_json::to_string_pretty(&c).expect("serialize"),
+    )
+    .expect("write config.json");
+    let dir = u.base.join("console");
+    fs::create_dir(&dir).expect("mkdir");
+    let sock = console::ConsoleSocket::new(&dir);
+    // The user must be able to connect to it.
+    host_cmd(
+        "/usr/bin/chown",
+        &["-R", &u.uid.to_string(), &dir.to_string_lossy()],
+    )
+    .assert_ok();
+    let b = u.bundle_arg();
+    let s = sock.path_str();
+    u.rt(&["create", "--bundle", &b, "--console-socket", &s, &u.id])
+        .assert_ok();
+    let mut pty = sock.receive(Duration::from_secs(10));
+    u.rt(&["start", &u.id]).assert_ok();
+    let text = pty.read_until("done", Duration::from_secs(10));
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(
+        lines.len() >= 2 && lines[0].starts_with("/dev/pts/") && lines[1] == "0",
+        "{text:?}"
+    );
+}
