@@ -702,3 +702,23 @@ fn spec_rootless_terminal_through_a_console_socket() {
         "{text:?}"
     );
 }
+
+/// Without a user namespace an unprivileged user can make no container: the
+/// error says which field, before anything exists.
+#[test]
+fn an_unprivileged_user_needs_a_user_namespace() {
+    let u = User::new();
+    u.configure("true", |c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().expect("namespaces");
+        ns.retain(|n| n["type"] != "user");
+        c["linux"]["uidMappings"] = Value::Null;
+        c["linux"]["gidMappings"] = Value::Null;
+    });
+    let out = u.rt(&["create", "--bundle", &u.bundle_arg(), &u.id]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("linux.namespaces") && out.stderr.contains("user namespace"),
+        "{out}"
+    );
+    u.assert_no_debris();
+}

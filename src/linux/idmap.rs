@@ -62,6 +62,15 @@ pub fn validate(linux: &Linux, userns: UserNs) -> Result<()> {
     let uid = linux.uid_mappings().as_deref().unwrap_or_default();
     let gid = linux.gid_mappings().as_deref().unwrap_or_default();
     match userns {
+        // What clone3 would refuse with a bare EPERM (runc: "rootless container requires user
+        // namespaces").
+        UserNs::None if rootless::caller_unprivileged() => {
+            return Err(Error::invalid(format!(
+                "linux.namespaces: run as uid {} (not root), the container needs a user \
+                 namespace (see `spec --rootless`)",
+                nix::unistd::geteuid()
+            )));
+        }
         UserNs::None if !uid.is_empty() || !gid.is_empty() => {
             let field = if uid.is_empty() { Kind::Gid } else { Kind::Uid }.field();
             return Err(Error::invalid(format!(
