@@ -608,7 +608,7 @@ fn the_largest_maps_the_kernel_takes_are_written_and_longer_ones_refused() {
             c.uid_mappings(&long).gid_mappings(&[(0, 10_000_000, 300)]);
         },
         "linux.uidMappings",
-        "bytes of uid_map",
+        "bytes of id map",
     );
 }
 

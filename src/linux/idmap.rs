@@ -97,7 +97,7 @@ pub fn validate(linux: &Linux, userns: UserNs) -> Result<()> {
         Some(SubIds::of_caller())
     };
     for (maps, kind) in [(uid, Kind::Uid), (gid, Kind::Gid)] {
-        check_map(maps, kind, max)?;
+        check_ranges(maps, kind.field(), max)?;
         if let Some(subids) = &subids {
             if matches!(userns, UserNs::New) {
                 check_owned(maps, kind, subids)?;
@@ -107,8 +107,9 @@ pub fn validate(linux: &Linux, userns: UserNs) -> Result<()> {
     Ok(())
 }
 
-fn check_map(maps: &[LinuxIdMapping], kind: Kind, max: usize) -> Result<()> {
-    let field = kind.field();
+/// The kernel's rules for one id map (also those of an idmapped mount's `uidMappings`); errors
+/// name `field[i]`. `max` is [`max_ranges`].
+pub fn check_ranges(maps: &[LinuxIdMapping], field: &str, max: usize) -> Result<()> {
     if maps.len() > max {
         return Err(Error::invalid(format!(
             "{field}: {} ranges, the kernel accepts at most {max}",
@@ -120,10 +121,9 @@ fn check_map(maps: &[LinuxIdMapping], kind: Kind, max: usize) -> Result<()> {
     let page = page_size();
     if text.len() >= page {
         return Err(Error::invalid(format!(
-            "{field}: {} ranges make {} bytes of {}, the kernel takes less than {page}",
+            "{field}: {} ranges make {} bytes of id map, the kernel takes less than {page}",
             maps.len(),
             text.len(),
-            kind.proc_file()
         )));
     }
     for (i, m) in maps.iter().enumerate() {
@@ -210,7 +210,8 @@ fn check_owned(maps: &[LinuxIdMapping], kind: Kind, subids: &SubIds) -> Result<(
     Ok(())
 }
 
-fn max_ranges() -> usize {
+/// How many ranges this kernel takes in one map.
+pub fn max_ranges() -> usize {
     let Ok(uts) = nix::sys::utsname::uname() else {
         return MAX_RANGES;
     };
@@ -315,7 +316,7 @@ mod tests {
     }
 
     fn err(maps: &[LinuxIdMapping]) -> String {
-        check_map(maps, Kind::Uid, MAX_RANGES)
+        check_ranges(maps, "linux.uidMappings", MAX_RANGES)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default()
@@ -323,7 +324,7 @@ mod tests {
 
     #[test]
     fn kernel_rules_are_checked_with_the_range_named() {
-        assert!(check_map(&[map(0, 100000, 65536), map(65536, 0, 1)], Kind::Uid, 340).is_ok());
+        assert!(check_ranges(&[map(0, 100000, 65536), map(65536, 0, 1)], "f", 340).is_ok());
         assert!(err(&[map(0, 1, 1), map(1, 2, 0)]).starts_with("linux.uidMappings[1]: size is 0"));
         assert!(err(&[map(u32::MAX - 1, 0, 2)]).contains("[0]: containerID"));
         assert!(err(&[map(0, u32::MAX - 5, 6)]).contains("[0]: hostID"));
@@ -339,7 +340,7 @@ mod tests {
         let many: Vec<_> = (0..341).map(|i| map(i, 1000 + i, 1)).collect();
         assert!(err(&many).contains("341 ranges"));
         let long: Vec<_> = (0..300).map(|i| map(i, 10_000_000 + i, 1)).collect();
-        assert!(err(&long).contains("bytes of uid_map"), "{}", err(&long));
+        assert!(err(&long).contains("bytes of id map"), "{}", err(&long));
     }
 
     #[test]
