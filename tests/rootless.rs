@@ -722,3 +722,35 @@ fn an_unprivileged_user_needs_a_user_namespace() {
     );
     u.assert_no_debris();
 }
+
+/// `spec --rootless` writes what `runc spec --rootless` writes (the hostname aside).
+#[test]
+fn spec_rootless_matches_runc() {
+    if !Path::new(RUNC).exists() {
+        eprintln!("SKIPPED: {RUNC} missing");
+        return;
+    }
+    let u = User::new();
+    let dir = u.base.join("runc-spec");
+    fs::create_dir(&dir).expect("mkdir");
+    host_cmd(
+        "/usr/bin/chown",
+        &[&u.uid.to_string(), &dir.to_string_lossy()],
+    )
+    .assert_ok();
+    let d = dir.to_string_lossy().into_owned();
+    u.as_user(
+        Path::new(RUNC),
+        &["spec", "--rootless", "--bundle", &d],
+        &[],
+    )
+    .assert_ok();
+    let read = |p: &Path| -> Value {
+        let mut v: Value =
+            serde_json::from_str(&fs::read_to_string(p.join("config.json")).expect("config"))
+                .expect("JSON");
+        v["hostname"] = Value::Null;
+        v
+    };
+    assert_eq!(read(&u.bundle), read(&dir));
+}
