@@ -2,6 +2,11 @@
 //! with subordinate ids of its own, removed with `userdel -r` when the test ends, failed or not),
 //! from a config written by `spec --rootless`; and the checks on `linux.uidMappings` /
 //! `gidMappings` that every caller gets (run as root), each error naming the range at fault.
+//!
+//! Needs root (useradd/userdel, setpriv), Debian's `uidmap` for the multi-range test and runc for
+//! the differential ones. In the cgroup v2 guest (scripts/guest) useradd cannot write the guest's
+//! overlay /etc: give it a tmpfs copy first (`cp -a /etc /tmp/etc-rw && mount --bind /tmp/etc-rw
+//! /etc`), then run the test binary.
 
 mod common;
 
