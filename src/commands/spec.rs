@@ -11,6 +11,12 @@ use crate::error::{Context, Error, Result};
 pub fn run(args: &SpecArgs) -> Result<i32> {
     let path = args.bundle.join("config.json");
     let mut spec = default_spec();
+    // As runc: on a cgroup v2 host the container gets its own cgroup namespace.
+    if crate::linux::cgroups::is_unified() {
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            ns.push(json!({"type": "cgroup"}));
+        }
+    }
     if args.rootless {
         make_rootless(&mut spec);
     }

@@ -18,17 +18,20 @@ static UNPRIVILEGED: OnceLock<bool> = OnceLock::new();
 /// Sets the mode from the global `--rootless` flag (runc: auto, the default, means "when not
 /// root", or when root of a user namespace that does not map the host's root).
 pub fn init(flag: Option<&str>) -> Result<()> {
+    // auto is worked out on first use (a read of /proc/self/uid_map that most commands skip).
     let on = match flag.unwrap_or("auto") {
-        "auto" => detect(),
-        "true" => true,
-        "false" => false,
+        "auto" => None,
+        "true" => Some(true),
+        "false" => Some(false),
         other => {
             return Err(Error::invalid(format!(
                 "--rootless {other:?}: expected auto, true or false"
             )))
         }
     };
-    let _ = MODE.set(on);
+    if let Some(on) = on {
+        let _ = MODE.set(on);
+    }
     caller_unprivileged();
     Ok(())
 }
@@ -46,7 +49,7 @@ pub fn active() -> bool {
 }
 
 fn detect() -> bool {
-    !nix::unistd::geteuid().is_root() || in_partial_user_namespace()
+    caller_unprivileged() || in_partial_user_namespace()
 }
 
 /// Root of a user namespace whose uid map is not the initial one's ("0 0 4294967295").
