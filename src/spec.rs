@@ -106,10 +106,17 @@ fn validate(spec: &Spec) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
             "hostname: cannot be set without a new uts namespace in linux.namespaces",
         ));
     }
-    let userns = match namespaces(spec).find(|n| n.typ() == LinuxNamespaceType::User) {
-        None => UserNs::None,
-        Some(n) if n.path().is_some() => UserNs::Joined,
-        Some(_) => UserNs::New,
+    let joined_user = joined
+        .iter()
+        .find(|(k, _)| *k == LinuxNamespaceType::User)
+        .map(|(_, fd)| fd);
+    let userns = match (
+        namespaces(spec).any(|n| n.typ() == LinuxNamespaceType::User),
+        joined_user,
+    ) {
+        (_, Some(fd)) => UserNs::Joined(fd),
+        (true, None) => UserNs::New,
+        (false, None) => UserNs::None,
     };
     crate::linux::idmap::validate(linux, userns)?;
     for (i, d) in linux.devices().iter().flatten().enumerate() {

@@ -759,3 +759,46 @@ fn spec_rootless_matches_runc() {
     };
     assert_eq!(read(&u.bundle), read(&dir));
 }
+
+/// A user namespace joined by path keeps its maps: none need be given, the same
+/// ones may be, different ones are an error naming the field.
+#[test]
+fn maps_given_for_a_joined_user_namespace_must_be_its_own() {
+    let mut holder = Container::new();
+    holder
+        .namespace("user", None)
+        .uid_mappings(&[(0, 100000, 65536)])
+        .gid_mappings(&[(0, 100000, 65536)]);
+    holder.chown_rootfs(100000, 100000);
+    let pid = holder.start_idle();
+    let path = format!("/proc/{pid}/ns/user");
+    // Its pid namespace too: /proc can be mounted only for a pid namespace the joined user
+    // namespace owns.
+    let pid_ns = format!("/proc/{pid}/ns/pid");
+
+    for maps in [None, Some((0, 100000, 65536))] {
+        let mut c = Container::new();
+        c.namespace("user", Some(&path))
+            .namespace("pid", Some(&pid_ns))
+            .sh("cat /proc/self/uid_map");
+        if let Some(m) = maps {
+            c.uid_mappings(&[m]).gid_mappings(&[m]);
+        }
+        c.chown_rootfs(100000, 100000);
+        let out = c.run();
+        assert_eq!(
+            map_lines(&out.assert_ok().stdout),
+            ["0 100000 65536"],
+            "{out}"
+        );
+    }
+    refused(
+        |c| {
+            c.namespace("user", Some(&path))
+                .uid_mappings(&[(0, 100000, 65536)])
+                .gid_mappings(&[(0, 200000, 65536)]);
+        },
+        "linux.gidMappings",
+        "joined by path maps 0 100000 65536",
+    );
+}

@@ -3,6 +3,8 @@
 //! does not own), and writing them for the container's init.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use oci_spec::runtime::{Linux, LinuxIdMapping};
@@ -49,11 +51,11 @@ impl Kind {
 }
 
 /// How the container gets its user namespace, as far as the maps are concerned.
-pub enum UserNs {
+pub enum UserNs<'a> {
     None,
     New,
-    /// Joined by path (its maps are fixed already); `index` into linux.namespaces.
-    Joined,
+    /// Joined by path: its maps are fixed already.
+    Joined(&'a OwnedFd),
 }
 
 /// Checks both maps against the namespace list and the kernel's rules; for an unprivileged
@@ -88,7 +90,8 @@ pub fn validate(linux: &Linux, userns: UserNs) -> Result<()> {
                 }
             }
         }
-        _ => {}
+        UserNs::Joined(fd) => check_joined(fd, uid, gid)?,
+        UserNs::None => {}
     }
     let max = max_ranges();
     let subids = if !rootless::caller_unprivileged() {
@@ -105,6 +108,64 @@ pub fn validate(linux: &Linux, userns: UserNs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Maps given for a user namespace joined by path must be the ones it has (runc 1.2 checks the
+/// same): the runtime cannot change them, and a config that says otherwise is wrong about the
+/// ownership of everything in the container. They are read from a process in that namespace;
+/// with none to be found (a namespace kept only by a bind mount) they cannot be checked.
+fn check_joined(fd: &OwnedFd, uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result<()> {
+    if uid.is_empty() && gid.is_empty() {
+        return Ok(());
+    }
+    let Some(pid) = process_in_namespace(fd) else {
+        return Ok(());
+    };
+    for (maps, kind) in [(uid, Kind::Uid), (gid, Kind::Gid)] {
+        if maps.is_empty() {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/{}", kind.proc_file())) else {
+            continue;
+        };
+        let mut have: Vec<[u64; 3]> = text
+            .lines()
+            .filter_map(|l| {
+                let n: Vec<u64> = l
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                (n.len() == 3).then(|| [n[0], n[1], n[2]])
+            })
+            .collect();
+        let mut want: Vec<[u64; 3]> = maps
+            .iter()
+            .map(|m| [m.container_id().into(), m.host_id().into(), m.size().into()])
+            .collect();
+        have.sort_unstable();
+        want.sort_unstable();
+        if have != want {
+            return Err(Error::invalid(format!(
+                "{}: the user namespace joined by path maps {}, not what is given",
+                kind.field(),
+                text.split_whitespace().collect::<Vec<_>>().join(" ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A process whose user namespace is the one behind `fd`.
+fn process_in_namespace(fd: &OwnedFd) -> Option<u32> {
+    let ns = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
+    fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/user"))
+                .is_ok_and(|m| m.ino() == ns.st_ino && m.dev() == ns.st_dev)
+        })
 }
 
 /// The kernel's rules for one id map (also those of an idmapped mount's `uidMappings`); errors
