@@ -15,8 +15,10 @@ pub const DEFAULT_ROOT: &str = "/run/proxmox-lxcri";
     disable_version_flag = true
 )]
 pub struct Cli {
-    /// Directory holding the containers' state
-    #[arg(long, global = true, default_value = DEFAULT_ROOT)]
+    /// Directory holding the containers' state (default: /run/proxmox-lxcri; for an unprivileged
+    /// user $XDG_RUNTIME_DIR/proxmox-lxcri)
+    #[arg(long, global = true, default_value_os_t = crate::linux::rootless::default_root(),
+          hide_default_value = true)]
     pub root: PathBuf,
     /// Also write log messages (errors and warnings) to this file
     #[arg(long, global = true)]
@@ -34,8 +36,9 @@ pub struct Cli {
     /// Manage cgroups through systemd (slice:prefix:name cgroup paths)
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
-    /// Accepted for runc compatibility (rootless mode is detected from the caller's uid); only
-    /// before the subcommand, where runc takes it, since `spec --rootless` is a different flag
+    /// Rootless mode, as runc's: auto (default: on when not root), true or false. In rootless
+    /// mode a cgroup the caller cannot write is skipped unless resource limits are asked for.
+    /// Only before the subcommand, where runc takes it, since `spec --rootless` is another flag
     #[arg(long, value_name = "auto|true|false")]
     pub rootless: Option<String>,
     /// Print the version

@@ -46,6 +46,10 @@ fn main() {
         .subcommand()
         .map(|(n, s)| (n, Some(s)))
         .unwrap_or(("", None));
+    if let Err(err) = check_rootless(&cli, &matches, name) {
+        log::error(&err.to_string());
+        std::process::exit(1);
+    }
     // A container owned by a delegate engine: the command goes to that engine.
     let result = match sub.and_then(|s| delegate::route(&cli, name, s)) {
         Some(r) => r,
@@ -61,6 +65,20 @@ fn main() {
             log::error(&err.to_string());
             std::process::exit(1);
         }
+    }
+}
+
+/// The --rootless mode, and a usable state root for an unprivileged caller that gave no --root
+/// (commands that keep no state need none).
+fn check_rootless(cli: &Cli, matches: &clap::ArgMatches, name: &str) -> error::Result<()> {
+    linux::rootless::init(cli.rootless.as_deref())?;
+    let root_given = matches.value_source("root") == Some(clap::parser::ValueSource::CommandLine);
+    if root_given || UNRECORDED.contains(&name) {
+        return Ok(());
+    }
+    match linux::rootless::default_root_problem() {
+        Some(problem) => Err(error::Error::invalid(problem)),
+        None => Ok(()),
     }
 }
 

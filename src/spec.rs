@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{Context, Error, Result};
+use crate::linux::idmap::UserNs;
 
 /// A bundle whose config passed validation, with the namespace files it joins already open (so
 /// that what was checked is what gets joined).
@@ -105,17 +106,19 @@ fn validate(spec: &Spec) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
             "hostname: cannot be set without a new uts namespace in linux.namespaces",
         ));
     }
-    let has_userns = namespaces(spec).any(|n| n.typ() == LinuxNamespaceType::User);
-    let maps = linux
-        .uid_mappings()
+    let joined_user = joined
         .iter()
-        .chain(linux.gid_mappings())
-        .count();
-    if maps > 0 && !has_userns {
-        return Err(Error::invalid(
-            "linux.uidMappings/gidMappings: given without a user namespace in linux.namespaces",
-        ));
-    }
+        .find(|(k, _)| *k == LinuxNamespaceType::User)
+        .map(|(_, fd)| fd);
+    let userns = match (
+        namespaces(spec).any(|n| n.typ() == LinuxNamespaceType::User),
+        joined_user,
+    ) {
+        (_, Some(fd)) => UserNs::Joined(fd),
+        (true, None) => UserNs::New,
+        (false, None) => UserNs::None,
+    };
+    crate::linux::idmap::validate(linux, userns)?;
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         if !d.path().is_absolute() {
             return Err(Error::invalid(format!(

@@ -46,7 +46,10 @@ pub fn signal_all(state: &State, signal: i32) -> Result<()> {
     // A paused container stays paused: only a freeze of our own is undone.
     let frozen =
         !crate::linux::cgroups::is_frozen(&state.cgroup_path) && cgroup.freeze(true).is_ok();
-    let result = cgroup.pids().map(|pids| {
+    let pids = cgroup
+        .pids()
+        .or_else(|e| crate::linux::rootless::pids_without_cgroup(state, e));
+    let result = pids.map(|pids| {
         for pid in pids {
             if let Ok(fd) = sys::pidfd_open(pid) {
                 let _ = sys::pidfd_send_signal(fd.as_fd(), signal);

@@ -11,6 +11,12 @@ use crate::error::{Context, Error, Result};
 pub fn run(args: &SpecArgs) -> Result<i32> {
     let path = args.bundle.join("config.json");
     let mut spec = default_spec();
+    // As runc: on a cgroup v2 host the container gets its own cgroup namespace.
+    if crate::linux::cgroups::is_unified() {
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            ns.push(json!({"type": "cgroup"}));
+        }
+    }
     if args.rootless {
         make_rootless(&mut spec);
     }
@@ -83,13 +89,16 @@ fn default_spec() -> Value {
     })
 }
 
-/// runc's rootless changes: a user namespace mapping the caller, no network namespace, /sys bound
-/// from the host, no cgroup resources.
+/// runc's rootless changes (specconv.ToRootless): a user namespace mapping the caller, no network
+/// namespace, /sys bound from the host (sysfs needs a network namespace of our own), no uid=/gid=
+/// mount options, no cgroup resources.
 fn make_rootless(spec: &mut Value) {
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     let linux = &mut spec["linux"];
-    linux["resources"] = Value::Null;
+    if let Some(l) = linux.as_object_mut() {
+        l.remove("resources");
+    }
     linux["uidMappings"] = json!([{"containerID": 0, "hostID": uid, "size": 1}]);
     linux["gidMappings"] = json!([{"containerID": 0, "hostID": gid, "size": 1}]);
     if let Some(ns) = linux["namespaces"].as_array_mut() {
@@ -97,14 +106,17 @@ fn make_rootless(spec: &mut Value) {
         ns.push(json!({"type": "user"}));
     }
     if let Some(mounts) = spec["mounts"].as_array_mut() {
-        mounts.retain(|m| m["type"] != "cgroup");
         for m in mounts.iter_mut() {
             if m["type"] == "sysfs" {
                 *m = json!({"destination": "/sys", "type": "none", "source": "/sys",
                             "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
             }
-            if let Some(opts) = m["options"].as_array_mut() {
-                opts.retain(|o| o != "gid=5");
+            // get_mut: indexing would add "options": null to mounts without options.
+            if let Some(opts) = m.get_mut("options").and_then(Value::as_array_mut) {
+                opts.retain(|o| {
+                    o.as_str()
+                        .is_none_or(|o| !o.starts_with("uid=") && !o.starts_with("gid="))
+                });
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::error::{unsupported_errno, Context, Error, Result};
 use crate::hooks;
 use crate::linux::cgroups::{self, Cgroup};
 use crate::linux::namespaces::{self, ForChildren};
-use crate::linux::terminal;
+use crate::linux::{rootless, terminal};
 use crate::proxmox;
 use crate::spec::Bundle;
 use crate::state::{self, ContainerDir, State};
@@ -148,8 +148,20 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         },
     };
 
-    // Undone from here on: open_clone_target creates the cgroup on v2.
-    let clone_target = undo.cgroup.insert(cgroup).open_clone_target()?;
+    // Undone from here on: open_clone_target creates the cgroup on v2. An unprivileged
+    // caller's cgroup is entered (or not) after the clone, see rootless::enter_cgroup.
+    let cgroup = undo.cgroup.insert(cgroup);
+    let clone_target = if rootless::active() {
+        None
+    } else {
+        cgroup.open_clone_target()?
+    };
+    let oom_score_adj = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.oom_score_adj());
+    let oom = OomScoreAdj::set(oom_score_adj)?;
     let for_children = ForChildren::enter(&bundle)?;
     let (cloned, placed) = match injected_native_failure() {
         Some(err) => (Err(err), false),
@@ -174,20 +186,25 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
     undo.child = Some(pid);
     drop(child_end);
     drop(init_opts);
+    drop(oom);
     for_children.leave()?;
 
     if bundle.creates_namespace(LinuxNamespaceType::User) {
-        namespaces::write_id_maps(
+        crate::linux::idmap::write(
             pid,
             linux.uid_mappings().as_deref().unwrap_or_default(),
             linux.gid_mappings().as_deref().unwrap_or_default(),
         )?;
     }
-    let resources = resources_with_default_devices(&bundle);
-    undo.cgroup
-        .as_ref()
-        .map(|cg| cg.enter_and_apply(pid, &resources, placed))
-        .transpose()?;
+    if let Some(cg) = undo.cgroup.as_ref() {
+        let resources = resources_with_default_devices(&bundle);
+        if !rootless::active() {
+            cg.enter_and_apply(pid, &resources, placed)?;
+        } else if !rootless::enter_cgroup(cg, pid, &resources)? {
+            // Nothing of it is left: later commands find no cgroup directory.
+            let _ = undo.cgroup.take().map(Cgroup::destroy);
+        }
+    }
 
     if let Some(state) = seccomp
         .as_ref()
@@ -296,6 +313,32 @@ fn clone_init(flags: u64, cgroup: Option<OwnedFd>) -> (std::io::Result<sys::Clon
         }
     }
     (sys::clone3(flags, None), false)
+}
+
+/// process.oomScoreAdj, set on the runtime itself just for the clone: the init inherits it. From
+/// inside a new user namespace the init could not lower it (that takes CAP_SYS_RESOURCE in the
+/// initial one) nor, non-dumpable, open its own /proc file. Our own value comes back on drop.
+struct OomScoreAdj(Option<String>);
+
+impl OomScoreAdj {
+    fn set(adj: Option<i32>) -> Result<Self> {
+        let Some(adj) = adj else {
+            return Ok(OomScoreAdj(None));
+        };
+        let own = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ctx(|| "reading /proc/self/oom_score_adj")?;
+        crate::linux::process::set_oom_score_adj(adj)?;
+        Ok(OomScoreAdj(Some(own)))
+    }
+}
+
+impl Drop for OomScoreAdj {
+    fn drop(&mut self) {
+        if let Some(own) = self.0.take() {
+            // An unprivileged runtime may not lower it back: it exits soon anyway.
+            let _ = std::fs::write("/proc/self/oom_score_adj", own.trim());
+        }
+    }
 }
 
 /// Test hook (debug builds only): `PROXMOX_LXCRI_TEST_FAIL_NATIVE=unsupported` makes clone3 fail

@@ -90,7 +90,12 @@ pub fn exec(
         e
     };
     for_children.leave().map_err(kill_child)?;
-    cgroup.enter(pid).map_err(kill_child)?;
+    // A rootless container may have no cgroup (see rootless::enter_cgroup).
+    if let Err(e) = cgroup.enter(pid) {
+        if !crate::linux::rootless::active() {
+            return Err(kill_child(e));
+        }
+    }
     to_child.send(&Message::Go).map_err(kill_child)?;
     match to_child.recv().map_err(kill_child)? {
         Some(Message::Ready) => {}

@@ -64,7 +64,12 @@ fn setup(
     opts: &InitOptions<'_>,
     mut seccomp: Option<Filter>,
 ) -> Result<Prepared> {
-    prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
+    // An unprivileged runtime writes our id maps (or has newuidmap write them) through
+    // /proc/<pid>, which a non-dumpable process hands to root: stay dumpable until Go then.
+    let maps_by_unprivileged = crate::linux::rootless::caller_unprivileged();
+    if !maps_by_unprivileged {
+        prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
+    }
     // Until Ready, the init must not outlive a `create` that died.
     prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "prctl(PR_SET_PDEATHSIG)")?;
     sys::reset_signal_dispositions();
@@ -81,6 +86,9 @@ fn setup(
             }
             _ => return Err(Error::invalid("the runtime went away during set-up")),
         }
+    }
+    if maps_by_unprivileged {
+        prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
     }
     // Opened now, while the state dir is reachable; read-write so that opening never blocks and
     // `start` finds a reader exactly while this init is alive.
@@ -116,9 +124,7 @@ fn setup(
     if let Some(name) = spec.domainname().as_deref().filter(|h| !h.is_empty()) {
         sys::setdomainname(name).ctx(|| format!("domainname {name:?}"))?;
     }
-    if let Some(adj) = process.oom_score_adj() {
-        process::set_oom_score_adj(adj)?;
-    }
+    // process.oomScoreAdj was inherited from the runtime (see create::OomScoreAdj).
     process::set_rlimits(process.rlimits().as_deref().unwrap_or_default())?;
 
     // Our pid as the host sees it, for the hooks' state (the host /proc is still mounted).

@@ -332,7 +332,7 @@ fn enable_controllers(dir: &Path, wanted: &str) {
 }
 
 /// Whether any limit beyond device rules is asked for (only then is libcgroups' manager built).
-fn needs_manager(r: &LinuxResources) -> bool {
+pub fn needs_manager(r: &LinuxResources) -> bool {
     r.memory().is_some()
         || r.cpu().is_some()
         || r.pids().is_some()

@@ -4,7 +4,8 @@ use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sched::{setns, unshare, CloneFlags};
-use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
+use nix::sys::prctl;
+use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::error::{Context, Error, Result};
 use crate::spec::Bundle;
@@ -88,6 +89,20 @@ impl ForChildren {
     /// Enters the pid and time namespaces among `joined` for our next child.
     pub fn join(joined: &[(LinuxNamespaceType, OwnedFd)]) -> Result<Self> {
         let mut restore = Vec::new();
+        let user = joined.iter().find(|(k, _)| *k == LinuxNamespaceType::User);
+        // Unprivileged, we may enter the container's pid namespace only from inside the user
+        // namespace that owns it, and once there there is no way back: we stay (nothing is
+        // lost, an unprivileged caller has no privilege outside to keep). Non-dumpable first,
+        // so that the container's processes cannot reach the runtime through /proc.
+        let stay = match user {
+            Some((_, fd)) if crate::linux::rootless::caller_unprivileged() => {
+                prctl::set_dumpable(false).ctx(|| "prctl(PR_SET_DUMPABLE)")?;
+                setns(fd.as_fd(), CloneFlags::CLONE_NEWUSER)
+                    .ctx(|| "joining the container's user namespace")?;
+                true
+            }
+            _ => false,
+        };
         for (kind, fd) in joined {
             let (proc_name, f) = match kind {
                 LinuxNamespaceType::Pid => ("pid_for_children", CloneFlags::CLONE_NEWPID),
@@ -97,9 +112,11 @@ impl ForChildren {
                 ),
                 _ => continue,
             };
-            let own = fs::File::open(format!("/proc/self/ns/{proc_name}"))
-                .ctx(|| format!("/proc/self/ns/{proc_name}"))?;
-            restore.push((f, OwnedFd::from(own)));
+            if !stay {
+                let own = fs::File::open(format!("/proc/self/ns/{proc_name}"))
+                    .ctx(|| format!("/proc/self/ns/{proc_name}"))?;
+                restore.push((f, OwnedFd::from(own)));
+            }
             setns(fd.as_fd(), f).ctx(|| format!("joining {kind} namespace"))?;
         }
         Ok(ForChildren { restore })
@@ -141,24 +158,6 @@ fn write_time_offsets(bundle: &Bundle) -> Result<()> {
     fs::write("/proc/self/timens_offsets", text).ctx(|| "linux.timeOffsets: writing timens_offsets")
 }
 
-/// Writes the child's uid and gid maps (the parent does this: it has the privilege to).
-pub fn write_id_maps(pid: i32, uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result<()> {
-    let render = |maps: &[LinuxIdMapping]| {
-        maps.iter()
-            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
-            .collect::<String>()
-    };
-    if !uid.is_empty() {
-        fs::write(format!("/proc/{pid}/uid_map"), render(uid))
-            .ctx(|| "linux.uidMappings: writing uid_map")?;
-    }
-    if !gid.is_empty() {
-        fs::write(format!("/proc/{pid}/gid_map"), render(gid))
-            .ctx(|| "linux.gidMappings: writing gid_map")?;
-    }
-    Ok(())
-}
-
 /// In the child: joins the namespaces given by path (the user namespace first, so that the
 /// others are joined with its privileges), then unshares what is left to create.
 pub fn join_and_unshare(bundle: &Bundle) -> Result<()> {
@@ -179,9 +178,25 @@ pub fn join_all(joined: &[(LinuxNamespaceType, OwnedFd)]) -> Result<()> {
         if matches!(kind, LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
             continue;
         }
+        // The parent of an unprivileged runtime may have taken us in already (ForChildren).
+        if *kind == LinuxNamespaceType::User && is_current(fd, "user") {
+            continue;
+        }
         setns(fd.as_fd(), flag(*kind)).ctx(|| format!("joining {kind} namespace"))?;
     }
     Ok(())
+}
+
+/// Whether `fd` is the namespace we are in (setns into it again would fail with EINVAL).
+fn is_current(fd: &OwnedFd, proc_name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(ours), Ok(theirs)) = (
+        fs::metadata(format!("/proc/self/ns/{proc_name}")),
+        nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(fd)),
+    ) else {
+        return false;
+    };
+    ours.ino() == theirs.st_ino && ours.dev() == theirs.st_dev
 }
 
 /// The namespaces of a running process that differ from ours: what `exec` must join.
