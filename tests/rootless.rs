@@ -4,9 +4,8 @@
 //! `gidMappings` that every caller gets (run as root), each error naming the range at fault.
 //!
 //! Needs root (useradd/userdel, setpriv), Debian's `uidmap` for the multi-range test and runc for
-//! the differential ones. In the cgroup v2 guest (scripts/guest) useradd cannot write the guest's
-//! overlay /etc: give it a tmpfs copy first (`cp -a /etc /tmp/etc-rw && mount --bind /tmp/etc-rw
-//! /etc`), then run the test binary.
+//! the differential ones. In the cgroup v2 guest useradd cannot write the guest's /etc (the
+//! host's, read-only): scripts/test-guest binds a writable copy over it first.
 
 mod common;
 

@@ -127,7 +127,10 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         .as_ref()
         .ok_or_else(|| Error::invalid("linux: missing"))?;
     let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id);
-    let cgroup = Cgroup::new(cgroup_path.clone(), opts.id)?;
+    // Read once: the v1 hierarchies here, the cgroup bind mounts in the init.
+    let host_mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading /proc/self/mountinfo")?;
+    let cgroup = Cgroup::with_mountinfo(cgroup_path.clone(), opts.id, Some(&host_mountinfo))?;
 
     // Made detached here, with the host's privilege; the init attaches them.
     let idmapped = crate::linux::mount_idmap::prepare(&bundle)?;
@@ -141,6 +144,7 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         console,
         idmapped,
         id: opts.id,
+        host_mountinfo: &host_mountinfo,
         extra_env: if listen_fds > 0 {
             vec![format!("LISTEN_FDS={listen_fds}"), "LISTEN_PID=1".into()]
         } else {

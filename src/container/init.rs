@@ -24,6 +24,8 @@ use crate::spec::Bundle;
 
 pub struct InitOptions<'a> {
     pub id: &'a str,
+    /// The runtime's /proc/self/mountinfo, read once before the clone (the cgroup mounts).
+    pub host_mountinfo: &'a str,
     pub fifo: &'a Path,
     pub no_pivot: bool,
     pub no_new_keyring: bool,
@@ -111,7 +113,7 @@ fn setup(
             let _ = sys::join_session_keyring(&name);
         }
     }
-    let cgroup_binds = crate::linux::mounts::cgroup_binds();
+    let cgroup_binds = crate::linux::mounts::cgroup_binds(opts.host_mountinfo);
     crate::linux::namespaces::join_and_unshare(bundle)?;
     if bundle.has_namespace(LinuxNamespaceType::User) {
         // Become root of the new user namespace where 0 is mapped (it is not always).

@@ -39,6 +39,11 @@ impl Hierarchies {
     pub fn discover(path: &Path) -> Result<Self> {
         let info =
             fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading /proc/self/mountinfo")?;
+        Self::from_mountinfo(path, &info)
+    }
+
+    /// As [`Self::discover`], from mountinfo text the caller has read already.
+    pub fn from_mountinfo(path: &Path, info: &str) -> Result<Self> {
         let rel = path.strip_prefix("/").unwrap_or(path);
         let mut dirs = Vec::new();
         let mut seen = std::collections::HashSet::new();

@@ -63,10 +63,15 @@ pub fn is_unified() -> bool {
 
 impl Cgroup {
     pub fn new(path: PathBuf, id: &str) -> Result<Self> {
-        let v1 = if is_unified() {
-            None
-        } else {
-            Some(Hierarchies::discover(&path)?)
+        Self::with_mountinfo(path, id, None)
+    }
+
+    /// As [`Self::new`], with the host's /proc/self/mountinfo when the caller has read it.
+    pub fn with_mountinfo(path: PathBuf, id: &str, mountinfo: Option<&str>) -> Result<Self> {
+        let v1 = match (is_unified(), mountinfo) {
+            (true, _) => None,
+            (false, Some(info)) => Some(Hierarchies::from_mountinfo(&path, info)?),
+            (false, None) => Some(Hierarchies::discover(&path)?),
         };
         Ok(Cgroup {
             path,

@@ -618,9 +618,10 @@ pub struct CgroupBind {
     pub unified: bool,
 }
 
-/// Reads the host's view of the init's cgroups; called before the cgroup namespace is entered,
-/// since inside it both /proc/self/cgroup and mountinfo are relative to the new root.
-pub fn cgroup_binds() -> Vec<CgroupBind> {
+/// The host's view of the init's cgroups, from the runtime's mountinfo (read before the clone)
+/// and the init's /proc/self/cgroup; called before the cgroup namespace is entered, since
+/// inside it /proc/self/cgroup is relative to the new root.
+pub fn cgroup_binds(host_mountinfo: &str) -> Vec<CgroupBind> {
     let own: Vec<(String, String)> = fs::read_to_string("/proc/self/cgroup")
         .unwrap_or_default()
         .lines()
@@ -630,7 +631,7 @@ pub fn cgroup_binds() -> Vec<CgroupBind> {
             Some((p.next()?.to_string(), p.next()?.to_string()))
         })
         .collect();
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let info = host_mountinfo;
     let mut binds = Vec::new();
     for line in info.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {
