@@ -215,19 +215,7 @@ impl Cgroup {
             self.manager()?
                 .add_task(Pid::from_raw(pid))
                 .map_err(|e| self.err(&e))?;
-            // libcgroups' systemd manager sets no device rules: the v2 eBPF program goes
-            // on the scope's directory, as without systemd.
-            let mut devices = LinuxResources::default();
-            devices.set_devices(rest.devices().clone());
-            rest.set_devices(None);
-            self.fs()?
-                .apply(&ControllerOpt {
-                    resources: &devices,
-                    disable_oom_killer: false,
-                    oom_score_adj: None,
-                    freezer_state: None,
-                })
-                .map_err(|e| self.err(&e))?;
+            self.apply_beside_systemd(&mut rest)?;
         } else if !placed {
             self.create_v2_ancestors()?;
             self.manager()?
@@ -248,6 +236,24 @@ impl Cgroup {
         self.manager()?.apply(&opts).map_err(|e| self.err(&e))?;
         self.apply_v2_io_weight(io_weight)?;
         self.disable_v2_swap_if_asked(resources)
+    }
+
+    /// libcgroups' systemd manager turns only cpu, cpuset, memory, io, pids and `unified` into
+    /// unit properties: device rules (the v2 eBPF program) and hugepage limits are taken out of
+    /// `rest` and written to the scope's directory, as without systemd.
+    fn apply_beside_systemd(&self, rest: &mut LinuxResources) -> Result<()> {
+        let mut fs_only = LinuxResources::default();
+        fs_only.set_devices(rest.devices().clone());
+        fs_only.set_hugepage_limits(rest.hugepage_limits().clone());
+        rest.set_devices(None).set_hugepage_limits(None);
+        self.fs()?
+            .apply(&ControllerOpt {
+                resources: &fs_only,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| self.err(&e))
     }
 
     /// On v2, takes `blockIO.weight` out of `resources` for [`Self::apply_v2_io_weight`]:
@@ -364,6 +370,9 @@ impl Cgroup {
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
         let mut resources = resources.clone();
         resources.set_devices(None);
+        if self.systemd.is_some() {
+            self.apply_beside_systemd(&mut resources)?;
+        }
         let io_weight = self.take_v2_io_weight(&mut resources);
         let opts = ControllerOpt {
             resources: &resources,
