@@ -5,8 +5,9 @@
 //!
 //! ZFS needs the zfs kernel module: this machine's kernel has none, so these tests run in the
 //! Debian guest (`scripts/test-guest zfs`, which builds the module with scripts/zfs-setup and
-//! loads it). Where /dev/zfs is missing each of them says SKIP loudly and returns; the tests of
-//! the errors a host without ZFS gets run there instead.
+//! loads it; there LXCRI_TEST_REQUIRE_ZFS turns a missing ZFS into a failure). Elsewhere, without
+//! /dev/zfs, each of them says SKIP loudly and returns; the test of the error a host without the
+//! module gets runs there instead.
 
 mod common;
 
@@ -39,6 +40,11 @@ fn node(test: &str) -> Option<Node> {
         return None;
     }
     if !Path::new("/dev/zfs").exists() || !Path::new(ZPOOL).exists() {
+        assert!(
+            std::env::var_os("LXCRI_TEST_REQUIRE_ZFS").is_none(),
+            "{test}: LXCRI_TEST_REQUIRE_ZFS is set (scripts/test-guest) but /dev/zfs or {ZPOOL} \
+             is missing"
+        );
         eprintln!(
             "\n*** SKIP {test}: no ZFS here (/dev/zfs or {ZPOOL} missing). These tests run in \
              the guest: scripts/test-guest zfs ***\n"
@@ -278,7 +284,11 @@ fn a_size_of_zero_sets_no_quota_and_keep_leaves_the_dataset() {
     assert_eq!(node.get("refquota", &ds), "0");
     c.delete().assert_ok();
     c.assert_no_debris(None);
-    assert_eq!(node.datasets(), [ds.clone()], "keep leaves the dataset");
+    assert_eq!(
+        node.datasets(),
+        std::slice::from_ref(&ds),
+        "keep leaves the dataset"
+    );
     assert_eq!(node.vmids(), [format!("{FIRST_VMID}.conf")]);
     assert!(node.lock_is_free(FIRST_VMID));
     assert_eq!(node.get("mounted", &ds), "yes");
