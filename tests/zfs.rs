@@ -75,6 +75,9 @@ fn node(test: &str) -> Option<Node> {
             "create",
             "-o",
             "cachefile=none",
+            // Zeros must take space: the quota test writes them.
+            "-O",
+            "compression=off",
             "-m",
             &node.mnt.to_string_lossy(),
             &node.pool,

@@ -105,6 +105,7 @@ impl ZfsPool {
         let path = parent_mount.join(&name);
         if let Err(e) = mount_dataset(&dataset, &path) {
             let _ = lzc.destroy(&dataset);
+            let _ = fs::remove_dir(&path);
             return Err(e);
         }
         Ok(Volume {
@@ -155,6 +156,7 @@ impl ZfsPool {
             .and_then(|_| fail_point("template"));
         if let Err(e) = filled {
             let _ = unmount(&path);
+            let _ = fs::remove_dir(&path);
             destroy_template(lzc, &template);
             return Err(e);
         }
