@@ -253,4 +253,20 @@ mod tests {
         free(&v3).unwrap(); // idempotent
         fs::remove_dir_all(&base).unwrap();
     }
+
+    #[test]
+    fn a_made_template_is_never_recorded_so_no_delete_destroys_it() {
+        let v = Volume {
+            volid: "local-zfs:subvol-100-disk-0".into(),
+            path: "/rpool/data/subvol-100-disk-0".into(),
+            size_gib: 8,
+            dataset: Some("rpool/data/subvol-100-disk-0".into()),
+            made_template: Some("rpool/data/basevol-lxcri-ab".into()),
+        };
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(!json.contains("basevol"), "{json}");
+        let back: Volume = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.made_template, None);
+        assert_eq!(back.dataset, v.dataset);
+    }
 }
