@@ -535,3 +535,54 @@ fn without_libzfs_core_only_zfs_storage_fails_and_names_the_library() {
     d.delete().assert_ok();
     let _ = fs::remove_dir_all(&base);
 }
+
+#[test]
+fn concurrent_creates_from_one_content_fill_one_template() {
+    let Some(node) = node("concurrent_creates_from_one_content_fill_one_template") else {
+        return;
+    };
+    let image = Container::new();
+    let containers: Vec<Container> = (0..3)
+        .map(|_| {
+            let mut c = Container::new();
+            c.set("/root/path", json!(image.rootfs));
+            c
+        })
+        .collect();
+    let config = node.config.to_string_lossy().into_owned();
+    let running: Vec<Running> = containers
+        .iter()
+        .map(|c| {
+            c.write_config();
+            let args = [
+                "--root",
+                &c.root.to_string_lossy(),
+                "create",
+                "--config",
+                &config,
+                "--bundle",
+                &c.bundle.to_string_lossy(),
+                &c.id,
+            ]
+            .map(String::from);
+            spawn(&c.runtime, &args, &c.io, &ExecOpts::default())
+        })
+        .collect();
+    for r in running {
+        r.wait(Duration::from_secs(300)).assert_ok();
+    }
+    let templates = node.templates();
+    assert_eq!(templates.len(), 1, "{:?}", node.datasets());
+    let snap = format!("{}@__base__", templates[0]);
+    let mut datasets: Vec<String> = containers.iter().map(record_dataset).collect();
+    for ds in &datasets {
+        assert_eq!(node.get("origin", ds), snap);
+    }
+    datasets.sort();
+    datasets.dedup();
+    assert_eq!(datasets.len(), 3);
+    for c in &containers {
+        c.delete().assert_ok();
+    }
+    assert!(node.vmids().is_empty());
+}
