@@ -93,7 +93,8 @@ impl Drop for Setup {
 }
 
 /// Makes the container pct-visible if it asks to be (or the runtime config says so and it does
-/// not refuse): vmid, volume with a copy of the rootfs, pct config. Points `bundle.rootfs` at the
+/// not refuse): vmid, volume holding the rootfs (a copy, or on ZFS a clone of the content's
+/// template), pct config. Points `bundle.rootfs` at the
 /// volume, which from then on is the container's root. None for a container Proxmox should not
 /// see; nothing is read from disk for one that opts out by annotation.
 pub fn setup(config_flag: Option<&Path>, id: &str, bundle: &mut Bundle) -> Result<Option<Setup>> {
