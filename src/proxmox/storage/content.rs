@@ -24,8 +24,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::sha256::Sha256;
 use crate::error::{Context, Error, Result};
+use sha2::{Digest, Sha256};
 
 /// Ours: the caller vouches that containers with this value start from the same image.
 pub const IMAGE_DIGEST: &str = "io.proxmox.lxcri.image-digest";
@@ -75,7 +75,7 @@ pub fn image_digest(
 /// The content key of the tree at `root`: 64 hex digits.
 pub fn key(digest: Option<&str>, root: &Path) -> Result<String> {
     let mut m = Manifest {
-        hash: Sha256::default(),
+        hash: Sha256::new(),
         inode_identity: digest.is_none(),
         links: HashMap::new(),
     };
@@ -88,7 +88,8 @@ pub fn key(digest: Option<&str>, root: &Path) -> Result<String> {
     // The root's own identity is left out: an overlay's root is the container's upper dir.
     m.entry(root, Path::new(""), &md, false)?;
     m.walk(root, Path::new(""))?;
-    Ok(m.hash.hex())
+    let digest = m.hash.finalize();
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 struct Manifest {
@@ -102,7 +103,7 @@ impl Manifest {
     /// Length-prefixed, so that no two different manifests hash the same bytes.
     fn field(&mut self, tag: &[u8], value: &[u8]) {
         self.hash.update(tag);
-        self.hash.update(&(value.len() as u64).to_le_bytes());
+        self.hash.update((value.len() as u64).to_le_bytes());
         self.hash.update(value);
     }
 

@@ -13,7 +13,6 @@
 //! `basevol-` names share the numbers, as in Proxmox).
 
 pub mod content;
-mod sha256;
 mod zfs;
 
 use std::fs;
