@@ -189,10 +189,14 @@ pub fn mount_context(typ: &str, label: &str) -> Option<String> {
     (!own.contains(&typ)).then(|| format!("context=\"{label}\""))
 }
 
-/// Labels the root of a just mounted filesystem that takes no `context=` option (mqueue).
+/// Labels the root of a just mounted filesystem that takes no `context=` option (mqueue), a
+/// directory `path` names (e.g. a /proc/self/fd magic link to it).
 pub fn label_mount_root(path: &Path, label: &str) -> Result<()> {
     let name = std::ffi::CString::new("security.selinux").unwrap_or_default();
-    sys::xattr::set(path, &name, label.as_bytes()).ctx(|| "linux.mountLabel: labelling")
+    // "/.": the xattr call does not follow a last-component symlink, and on the /proc/self/fd
+    // link itself procfs answers EOPNOTSUPP; through it, the directory is labelled.
+    sys::xattr::set(&path.join("."), &name, label.as_bytes())
+        .ctx(|| format!("linux.mountLabel {label:?}: labelling the mount's root"))
 }
 
 fn attr_dir_exists(lsm: &str) -> bool {
