@@ -15,7 +15,7 @@
 //! container has been cloned from it meanwhile.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -245,17 +245,11 @@ fn destroy_template(lzc: &sys::zfs::Lzc, template: &str) {
 
 /// One filler per template: a second create from the same content waits, then clones.
 fn template_lock(lock_dir: &Path, key: &str) -> Result<Flock<File>> {
-    fs::create_dir_all(lock_dir).ctx(|| format!("creating {}", lock_dir.display()))?;
-    let path = lock_dir.join(format!("lxcri-template-{key}.lock"));
-    let file = File::options()
-        .append(true)
-        .create(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-        .ctx(|| format!("opening {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::from(e).context(format!("locking {}", path.display())))
+    let name = format!("lxcri-template-{key}.lock");
+    let file = crate::fsutil::open_lock_file(lock_dir, &name)?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| {
+        Error::from(e).context(format!("locking {}", lock_dir.join(&name).display()))
+    })
 }
 
 fn mount_dataset(dataset: &str, path: &Path) -> Result<()> {
