@@ -31,3 +31,17 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         crate::error::Error::os(format!("renaming to {}", path.display()), e)
     })
 }
+
+/// Opens (creating it and its directory) a lock file the way pct opens its own: for append,
+/// mode 0644, never removed afterwards (removing one could let two holders in).
+pub fn open_lock_file(dir: &Path, name: &str) -> Result<fs::File> {
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&path)
+        .ctx(|| format!("opening {}", path.display()))
+}

@@ -2,7 +2,7 @@
 //! `exec --apparmor`), and a label whose LSM is not enabled is refused naming its field before
 //! anything exists. This host has neither AppArmor nor SELinux: the refusals run here; the
 //! AppArmor confinement runs in the Debian guest, whose kernel has AppArmor enabled
-//! (`scripts/test-guest lsm`).
+//! (`scripts/test-guest lsm`). SELinux labels applied with a policy loaded: tests/selinux.rs.
 
 mod common;
 

@@ -88,6 +88,7 @@ impl Labels {
                      (no selinuxfs at /sys/fs/selinux)"
                 )));
             }
+            check_context(&format!("{what}.selinuxLabel"), l)?;
         }
         Ok(())
     }
@@ -156,8 +157,28 @@ pub fn check_spec(spec: &Spec) -> Result<()> {
                 "linux.mountLabel {label:?}: a context cannot contain a double quote"
             )));
         }
+        check_context("linux.mountLabel", label)?;
     }
     Ok(())
+}
+
+/// Refuses a context the loaded policy does not know, as the kernel would at its use: there the
+/// error is a bare EINVAL from a mount or an attr write, here it names `field`. The kernel
+/// validates what is written to selinuxfs's `context` (libselinux's security_check_context).
+/// Any other failure (e.g. a policy denying check_context) leaves the check to that use.
+fn check_context(field: &str, label: &str) -> Result<()> {
+    let res = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/sys/fs/selinux/context")
+        .and_then(|mut f| f.write(label.as_bytes()));
+    match res {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(Error::invalid(format!(
+            "{field} {label:?}: not a valid context in the loaded SELinux policy"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The mount data that labels a new filesystem of type `typ` with `label` (runc's
@@ -168,10 +189,14 @@ pub fn mount_context(typ: &str, label: &str) -> Option<String> {
     (!own.contains(&typ)).then(|| format!("context=\"{label}\""))
 }
 
-/// Labels the root of a just mounted filesystem that takes no `context=` option (mqueue).
+/// Labels the root of a just mounted filesystem that takes no `context=` option (mqueue), a
+/// directory `path` names (e.g. a /proc/self/fd magic link to it).
 pub fn label_mount_root(path: &Path, label: &str) -> Result<()> {
     let name = std::ffi::CString::new("security.selinux").unwrap_or_default();
-    sys::xattr::set(path, &name, label.as_bytes()).ctx(|| "linux.mountLabel: labelling")
+    // "/.": the xattr call does not follow a last-component symlink, and on the /proc/self/fd
+    // link itself procfs answers EOPNOTSUPP; through it, the directory is labelled.
+    sys::xattr::set(&path.join("."), &name, label.as_bytes())
+        .ctx(|| format!("linux.mountLabel {label:?}: labelling the mount's root"))
 }
 
 fn attr_dir_exists(lsm: &str) -> bool {

@@ -93,7 +93,8 @@ impl Drop for Setup {
 }
 
 /// Makes the container pct-visible if it asks to be (or the runtime config says so and it does
-/// not refuse): vmid, volume with a copy of the rootfs, pct config. Points `bundle.rootfs` at the
+/// not refuse): vmid, volume holding the rootfs (a copy, or on ZFS a clone of the content's
+/// template), pct config. Points `bundle.rootfs` at the
 /// volume, which from then on is the container's root. None for a container Proxmox should not
 /// see; nothing is read from disk for one that opts out by annotation.
 pub fn setup(config_flag: Option<&Path>, id: &str, bundle: &mut Bundle) -> Result<Option<Setup>> {
@@ -109,6 +110,19 @@ pub fn setup(config_flag: Option<&Path>, id: &str, bundle: &mut Bundle) -> Resul
         return Ok(None);
     }
     let storage_cfg = storage_for(&cfg, &annotations)?;
+    let storage = storage::open(storage_cfg);
+    // The content key costs a walk of the tree's metadata: only for a backend that clones.
+    let content_key = if storage.clones()
+        && storage::content::clone_wanted(bundle.spec.annotations().as_ref())?
+    {
+        let digest = storage::content::image_digest(bundle.spec.annotations().as_ref())?;
+        Some(storage::content::key(
+            digest.as_ref().map(|d| d.1.as_str()),
+            &bundle.rootfs,
+        )?)
+    } else {
+        None
+    };
     let dirs = PveDirs::new(&cfg.config_dir, &cfg.lock_dir);
     let mut setup = Setup {
         claim: None,
@@ -133,18 +147,22 @@ pub fn setup(config_flag: Option<&Path>, id: &str, bundle: &mut Bundle) -> Resul
     fail_point("vmid")?;
 
     let size = annotations.size_gib.unwrap_or(cfg.default_disk_size_gib);
-    let volume = storage::open(storage_cfg).alloc(vmid, size)?;
+    let cloned = match &content_key {
+        Some(key) => storage.alloc_clone(vmid, size, key, &bundle.rootfs, &cfg.lock_dir)?,
+        None => None,
+    };
+    let filled = cloned.is_some();
+    let volume = match cloned {
+        Some(v) => v,
+        None => storage.alloc(vmid, size)?,
+    };
     let volume_path = volume.path.clone();
     setup.volume = Some(volume);
     fail_point("volume")?;
 
-    copy::copy_tree(&bundle.rootfs, &volume_path).map_err(|e| {
-        e.context(format!(
-            "copying the rootfs {} into volume {}",
-            bundle.rootfs.display(),
-            volume_path.display()
-        ))
-    })?;
+    if !filled {
+        storage::copy_into(&bundle.rootfs, &volume_path)?;
+    }
     fail_point("copy")?;
 
     let conf = guest::config(&guest::Inputs {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Error, Result};
 
 /// Where Proxmox keeps guest configs: `<pve>/lxc` and its siblings.
 pub struct PveDirs {
@@ -48,21 +48,15 @@ pub struct VmidLock {
 impl VmidLock {
     /// Takes the lock without waiting; `Ok(None)` when someone else holds it.
     pub fn try_lock(lock_dir: &Path, vmid: u32) -> Result<Option<Self>> {
-        fs::create_dir_all(lock_dir).ctx(|| format!("creating {}", lock_dir.display()))?;
-        let path = lock_dir.join(format!("pve-config-{vmid}.lock"));
-        // pct opens its lock files for append (Perl's ">>"), creating them if needed, and never
-        // removes them; we do the same, as removing one could let two holders in.
-        let file = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .ctx(|| format!("opening {}", path.display()))?;
+        // pct opens its lock files for append (Perl's ">>") and never removes them.
+        let name = format!("pve-config-{vmid}.lock");
+        let file = crate::fsutil::open_lock_file(lock_dir, &name)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(Some(VmidLock { _lock: lock })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, e)) => Err(Error::from(e).context(format!("locking {}", path.display()))),
+            Err((_, e)) => {
+                Err(Error::from(e).context(format!("locking {}", lock_dir.join(&name).display())))
+            }
         }
     }
 

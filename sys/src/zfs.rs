@@ -35,20 +35,39 @@ type NvAllocFn = unsafe extern "C" fn(*mut *mut NvList, c_uint, c_int) -> c_int;
 type NvFreeFn = unsafe extern "C" fn(*mut NvList);
 type NvAddU64Fn = unsafe extern "C" fn(*mut NvList, *const c_char, u64) -> c_int;
 type NvAddStrFn = unsafe extern "C" fn(*mut NvList, *const c_char, *const c_char) -> c_int;
+type NvAddBoolFn = unsafe extern "C" fn(*mut NvList, *const c_char) -> c_int;
+type SnapshotFn = unsafe extern "C" fn(*mut NvList, *mut NvList, *mut *mut NvList) -> c_int;
+type CloneFn = unsafe extern "C" fn(*const c_char, *const c_char, *mut NvList) -> c_int;
+/// The second argument is a boolean_t (an int enum in libspl).
+type DestroySnapsFn = unsafe extern "C" fn(*mut NvList, c_int, *mut *mut NvList) -> c_int;
 
 struct Fns {
     lzc_create: CreateFn,
     lzc_destroy: DestroyFn,
     lzc_exists: ExistsFn,
+    lzc_snapshot: SnapshotFn,
+    lzc_clone: CloneFn,
+    lzc_destroy_snaps: DestroySnapsFn,
     nvlist_alloc: NvAllocFn,
     nvlist_free: NvFreeFn,
     nvlist_add_uint64: NvAddU64Fn,
     nvlist_add_string: NvAddStrFn,
+    nvlist_add_boolean: NvAddBoolFn,
 }
 
 /// The loaded and initialised library; lives until the process exits.
 pub struct Lzc {
     fns: Fns,
+}
+
+/// The library to load. Debug builds take another name from PROXMOX_LXCRI_TEST_LIBZFS_CORE, so
+/// that tests can show the error of a host without it on a host that has it.
+fn library_name() -> String {
+    #[cfg(debug_assertions)]
+    if let Ok(name) = std::env::var("PROXMOX_LXCRI_TEST_LIBZFS_CORE") {
+        return name;
+    }
+    LIBZFS_CORE.to_string()
 }
 
 static LZC: OnceLock<std::result::Result<Lzc, String>> = OnceLock::new();
@@ -60,8 +79,10 @@ impl Lzc {
     }
 
     fn load() -> std::result::Result<Lzc, String> {
-        let core = dlopen(LIBZFS_CORE)?;
-        let nvpair = dlopen(LIBNVPAIR)?;
+        let core = dlopen(&library_name())
+            .map_err(|e| format!("{e} (install libzfs4linux, which provides it)"))?;
+        let nvpair = dlopen(LIBNVPAIR)
+            .map_err(|e| format!("{e} (install libnvpair3linux, which provides it)"))?;
         use std::mem::transmute;
         // SAFETY (for every symbol below): each name is looked up in the library that defines
         // it and given the C signature its OpenZFS 2.1 header declares; the handles are never
@@ -73,6 +94,15 @@ impl Lzc {
                     lzc_create: transmute::<*mut c_void, CreateFn>(dlsym(core, "lzc_create")?),
                     lzc_destroy: transmute::<*mut c_void, DestroyFn>(dlsym(core, "lzc_destroy")?),
                     lzc_exists: transmute::<*mut c_void, ExistsFn>(dlsym(core, "lzc_exists")?),
+                    lzc_snapshot: transmute::<*mut c_void, SnapshotFn>(dlsym(
+                        core,
+                        "lzc_snapshot",
+                    )?),
+                    lzc_clone: transmute::<*mut c_void, CloneFn>(dlsym(core, "lzc_clone")?),
+                    lzc_destroy_snaps: transmute::<*mut c_void, DestroySnapsFn>(dlsym(
+                        core,
+                        "lzc_destroy_snaps",
+                    )?),
                     nvlist_alloc: transmute::<*mut c_void, NvAllocFn>(dlsym(
                         nvpair,
                         "nvlist_alloc",
@@ -86,6 +116,10 @@ impl Lzc {
                         nvpair,
                         "nvlist_add_string",
                     )?),
+                    nvlist_add_boolean: transmute::<*mut c_void, NvAddBoolFn>(dlsym(
+                        nvpair,
+                        "nvlist_add_boolean",
+                    )?),
                 },
             )
         };
@@ -93,7 +127,8 @@ impl Lzc {
         let err = unsafe { init() };
         if err != 0 {
             return Err(format!(
-                "libzfs_core_init: {} (is the zfs kernel module loaded?)",
+                "libzfs_core_init: cannot open /dev/zfs: {} (is the zfs kernel module loaded? \
+                 `modprobe zfs`)",
                 std::io::Error::from_raw_os_error(err)
             ));
         }
@@ -132,6 +167,53 @@ impl Lzc {
         let cname = cstring(name)?;
         // SAFETY: `cname` is NUL-terminated and outlives the call.
         errno(unsafe { (self.fns.lzc_destroy)(cname.as_ptr()) })
+    }
+
+    /// lzc_snapshot of one snapshot (`fs@name`).
+    pub fn snapshot(&self, snap: &str) -> Result<()> {
+        let snaps = self.name_list(snap)?;
+        let mut errors: *mut NvList = std::ptr::null_mut();
+        // SAFETY: `snaps.ptr` is a valid nvlist; no properties (NULL). On failure libzfs_core
+        // may hand back an error list in `errors`, which we own and free at once.
+        let err = unsafe { (self.fns.lzc_snapshot)(snaps.ptr, std::ptr::null_mut(), &mut errors) };
+        self.free_list(errors);
+        errno(err)
+    }
+
+    /// lzc_clone: a new file system `name` from the snapshot `origin`, with properties (clones
+    /// inherit from their parent dataset, not from the origin).
+    pub fn clone(&self, name: &str, origin: &str, props: &[(&str, PropValue)]) -> Result<()> {
+        let (cname, corigin) = (cstring(name)?, cstring(origin)?);
+        let list = self.nvlist(props)?;
+        // SAFETY: both names are NUL-terminated, `list.ptr` a valid nvlist; all outlive the call.
+        errno(unsafe { (self.fns.lzc_clone)(cname.as_ptr(), corigin.as_ptr(), list.ptr) })
+    }
+
+    /// lzc_destroy_snaps of one snapshot, not deferred: a snapshot that has clones is kept
+    /// and the call fails with EEXIST.
+    pub fn destroy_snapshot(&self, snap: &str) -> Result<()> {
+        let snaps = self.name_list(snap)?;
+        let mut errors: *mut NvList = std::ptr::null_mut();
+        // SAFETY: `snaps.ptr` is a valid nvlist; defer = B_FALSE; `errors` as in snapshot().
+        let err = unsafe { (self.fns.lzc_destroy_snaps)(snaps.ptr, 0, &mut errors) };
+        self.free_list(errors);
+        errno(err)
+    }
+
+    /// A list holding `name` as a boolean (the shape lzc_snapshot and lzc_destroy_snaps take).
+    fn name_list(&self, name: &str) -> Result<OwnedNvList<'_>> {
+        let list = self.nvlist(&[])?;
+        let cname = cstring(name)?;
+        // SAFETY: `list.ptr` is a valid nvlist; the name is copied into it.
+        errno(unsafe { (self.fns.nvlist_add_boolean)(list.ptr, cname.as_ptr()) })?;
+        Ok(list)
+    }
+
+    fn free_list(&self, list: *mut NvList) {
+        if !list.is_null() {
+            // SAFETY: a non-NULL error list from libzfs_core belongs to the caller, freed once.
+            unsafe { (self.fns.nvlist_free)(list) }
+        }
     }
 
     fn nvlist(&self, props: &[(&str, PropValue)]) -> Result<OwnedNvList<'_>> {

@@ -8,9 +8,10 @@ use serde_json::{json, Value};
 use super::{check_our_message, is_ours, Container, Out};
 
 /// A busybox command that really holds `mib` MiB: `tail` keeps the whole newline-free input as
-/// its "last line".
+/// its "last line". It runs in a subshell that makes itself the OOM killer's first choice, so
+/// that a kill never takes the container's shell (which then could not report it).
 pub fn allocate(mib: u32) -> String {
-    format!("head -c {mib}m /dev/zero | tail >/dev/null")
+    format!("(echo 1000 >/proc/self/oom_score_adj; head -c {mib}m /dev/zero | tail >/dev/null)")
 }
 
 /// The value of `key` in a flat-keyed cgroup file's `text` (`memory.events`, `cpu.stat`, ...).

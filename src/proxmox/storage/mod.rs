@@ -4,18 +4,21 @@
 //! - `dir`: `<path>/images/<vmid>/subvol-<vmid>-disk-<N>.subvol`, volume id
 //!   `<storage>:<vmid>/subvol-<vmid>-disk-<N>.subvol`. Like Proxmox's directory subvols it has
 //!   no size limit, so the config records `size=0T`.
-//! - `zfspool`: dataset `<pool>/subvol-<vmid>-disk-<N>` with `acltype=posixacl`, `xattr=sa`
-//!   and `refquota=<size>` (none for size 0), mounted below the pool's mount point; volume id
-//!   `<storage>:subvol-<vmid>-disk-<N>`. libzfs_core is loaded (dlopen) only here.
+//! - `zfspool` (`zfs`): dataset `<pool>/subvol-<vmid>-disk-<N>` with `acltype=posixacl`,
+//!   `xattr=sa` and `refquota=<size>` (none for size 0), mounted below the pool's mount point;
+//!   volume id `<storage>:subvol-<vmid>-disk-<N>`; an O(1) clone of a template per content
+//!   (`content`). libzfs_core is loaded (dlopen) only there.
 //!
 //! N is the lowest disk number no volume of the vmid uses (`vm-`, `base-`, `subvol-` and
 //! `basevol-` names share the numbers, as in Proxmox).
 
+pub mod content;
+mod zfs;
+
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{StorageConfig, StorageKind};
@@ -35,6 +38,10 @@ pub struct Volume {
     /// The dataset, for a ZFS volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<String>,
+    /// The clone template this volume's create made: a failed create destroys it too. Never
+    /// recorded, so that no delete destroys a template.
+    #[serde(skip)]
+    pub made_template: Option<String>,
 }
 
 pub trait Storage {
@@ -42,6 +49,34 @@ pub trait Storage {
     fn alloc(&self, vmid: u32, size_gib: u64) -> Result<Volume>;
     /// Removes a volume this backend made, with everything in it.
     fn free(&self, volume: &Volume) -> Result<()>;
+    /// Makes a volume for `vmid` holding what `source` holds, as a clone of the template for
+    /// the content `key` (filled from `source` first when there is none). None when the
+    /// backend cannot clone: the caller allocs and copies.
+    fn alloc_clone(
+        &self,
+        _vmid: u32,
+        _size_gib: u64,
+        _key: &str,
+        _source: &Path,
+        _lock_dir: &Path,
+    ) -> Result<Option<Volume>> {
+        Ok(None)
+    }
+    /// Whether alloc_clone can clone (then the content key is worth computing).
+    fn clones(&self) -> bool {
+        false
+    }
+}
+
+/// Copies the rootfs `source` into the empty volume directory `dst`.
+pub fn copy_into(source: &Path, dst: &Path) -> Result<()> {
+    super::copy::copy_tree(source, dst).map_err(|e| {
+        e.context(format!(
+            "copying the rootfs {} into volume {}",
+            source.display(),
+            dst.display()
+        ))
+    })
 }
 
 pub fn open(config: &StorageConfig) -> Box<dyn Storage> {
@@ -50,7 +85,7 @@ pub fn open(config: &StorageConfig) -> Box<dyn Storage> {
             id: config.id.clone(),
             path: path.clone(),
         }),
-        StorageKind::ZfsPool { pool } => Box::new(ZfsPool {
+        StorageKind::ZfsPool { pool } => Box::new(zfs::ZfsPool {
             id: config.id.clone(),
             pool: pool.clone(),
         }),
@@ -66,7 +101,7 @@ pub fn free(volume: &Volume) -> Result<()> {
         .unwrap_or_default()
         .to_string();
     match &volume.dataset {
-        Some(ds) => ZfsPool {
+        Some(ds) => zfs::ZfsPool {
             id: storage,
             pool: ds
                 .rsplit_once('/')
@@ -138,6 +173,7 @@ impl Storage for DirStorage {
                         // A directory cannot hold a quota: Proxmox records such subvols as 0.
                         size_gib: 0,
                         dataset: None,
+                        made_template: None,
                     });
                 }
                 // Someone else's disk appeared meanwhile: take the next number.
@@ -164,166 +200,6 @@ impl Storage for DirStorage {
         }
         Ok(())
     }
-}
-
-pub struct ZfsPool {
-    id: String,
-    pool: String,
-}
-
-/// zfs_prop values of the index properties we set (include/sys/fs/zfs.h).
-const ZFS_ACLTYPE_POSIX: u64 = 1;
-const ZFS_XATTR_SA: u64 = 2;
-
-impl ZfsPool {
-    fn lzc(&self) -> Result<&'static sys::zfs::Lzc> {
-        sys::zfs::Lzc::get().map_err(|e| {
-            Error::invalid(format!(
-                "storage {:?} is zfspool but libzfs_core is not installed ({e}); install \
-                 libzfs4linux (it provides libzfs_core.so.3)",
-                self.id
-            ))
-        })
-    }
-
-    /// The dataset properties Proxmox's ZFS plugin sets on a container subvol.
-    pub fn properties(size_gib: u64) -> Vec<(&'static str, sys::zfs::PropValue)> {
-        let mut props = vec![
-            ("acltype", sys::zfs::PropValue::U64(ZFS_ACLTYPE_POSIX)),
-            ("xattr", sys::zfs::PropValue::U64(ZFS_XATTR_SA)),
-        ];
-        if size_gib > 0 {
-            props.push(("refquota", sys::zfs::PropValue::U64(size_gib << 30)));
-        }
-        props
-    }
-
-    /// The lowest free disk name `subvol-<vmid>-disk-<N>` below the pool.
-    fn free_name(&self, lzc: &sys::zfs::Lzc, vmid: u32) -> Result<String> {
-        for n in 0..10_000 {
-            let taken = ["vm", "base", "subvol", "basevol"]
-                .iter()
-                .any(|p| lzc.exists(&format!("{}/{p}-{vmid}-disk-{n}", self.pool)));
-            if !taken {
-                return Ok(format!("subvol-{vmid}-disk-{n}"));
-            }
-        }
-        Err(Error::invalid(format!(
-            "storage {:?}: no free disk number for vmid {vmid}",
-            self.id
-        )))
-    }
-}
-
-impl Storage for ZfsPool {
-    fn alloc(&self, vmid: u32, size_gib: u64) -> Result<Volume> {
-        let lzc = self.lzc()?;
-        if !lzc.exists(&self.pool) {
-            return Err(Error::invalid(format!(
-                "storage {:?}: dataset {} does not exist",
-                self.id, self.pool
-            )));
-        }
-        let parent_mount = zfs_mount_point(&self.pool)?;
-        let name = self.free_name(lzc, vmid)?;
-        let dataset = format!("{}/{name}", self.pool);
-        lzc.create_filesystem(&dataset, &Self::properties(size_gib))
-            .map_err(|e| Error::os(format!("creating ZFS dataset {dataset}"), e))?;
-        // The dataset inherits its mountpoint property from the parent, so mounting it where
-        // `zfs mount` would (the parent's mount point + name) keeps `zfs get mountpoint` true.
-        let path = parent_mount.join(&name);
-        let mounted = fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&path)
-            .ctx(|| format!("creating {}", path.display()))
-            .and_then(|_| {
-                let opts = format!("zfsutil,mntpoint={}", path.display());
-                mount(
-                    Some(dataset.as_str()),
-                    &path,
-                    Some("zfs"),
-                    MsFlags::empty(),
-                    Some(opts.as_str()),
-                )
-                .ctx(|| format!("mounting ZFS dataset {dataset} on {}", path.display()))
-            });
-        if let Err(e) = mounted {
-            let _ = lzc.destroy(&dataset);
-            return Err(e);
-        }
-        Ok(Volume {
-            volid: format!("{}:{name}", self.id),
-            path,
-            size_gib,
-            dataset: Some(dataset),
-        })
-    }
-
-    fn free(&self, volume: &Volume) -> Result<()> {
-        let Some(dataset) = &volume.dataset else {
-            return Err(Error::invalid(format!(
-                "volume {} has no dataset",
-                volume.volid
-            )));
-        };
-        let lzc = self.lzc()?;
-        if !lzc.exists(dataset) {
-            return Ok(());
-        }
-        match umount2(&volume.path, MntFlags::empty()) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => {
-                return Err(Error::from(e).context(format!("unmounting {}", volume.path.display())))
-            }
-        }
-        lzc.destroy(dataset)
-            .map_err(|e| Error::os(format!("destroying ZFS dataset {dataset}"), e))?;
-        // The empty mount point directory is ours too.
-        let _ = fs::remove_dir(&volume.path);
-        Ok(())
-    }
-}
-
-/// Where the ZFS dataset `name` is mounted, from /proc/self/mountinfo.
-fn zfs_mount_point(name: &str) -> Result<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading mountinfo")?;
-    mount_point_in(&info, name).ok_or_else(|| {
-        Error::invalid(format!(
-            "ZFS dataset {name} is not mounted (its volumes are mounted below it)"
-        ))
-    })
-}
-
-fn mount_point_in(mountinfo: &str, source: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mut r = right.split(' ');
-        let (fstype, src) = (r.next()?, r.next()?);
-        if fstype != "zfs" || src != source {
-            return None;
-        }
-        Some(PathBuf::from(unescape_octal(left.split(' ').nth(4)?)))
-    })
-}
-
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -378,51 +254,18 @@ mod tests {
     }
 
     #[test]
-    fn zfs_properties_match_proxmoxs_subvols() {
-        use sys::zfs::PropValue::U64;
-        let p = ZfsPool::properties(8);
-        assert_eq!(
-            p,
-            [
-                ("acltype", U64(1)),
-                ("xattr", U64(2)),
-                ("refquota", U64(8 << 30))
-            ]
-        );
-        assert!(!ZfsPool::properties(0).iter().any(|(k, _)| *k == "refquota"));
-    }
-
-    #[test]
-    fn zfs_mount_points_are_found_in_mountinfo() {
-        let info = "\
-25 1 0:22 / / rw - ext4 /dev/sda1 rw
-80 25 0:50 / /rpool rw,noatime shared:40 - zfs rpool rw,xattr,noacl
-81 80 0:51 / /rpool/my\\040data rw,noatime shared:41 - zfs rpool/data rw,xattr,posixacl
-";
-        assert_eq!(
-            mount_point_in(info, "rpool/data"),
-            Some("/rpool/my data".into())
-        );
-        assert_eq!(mount_point_in(info, "rpool"), Some("/rpool".into()));
-        assert_eq!(mount_point_in(info, "tank"), None);
-    }
-
-    #[test]
-    fn zfspool_without_libzfs_core_is_a_clear_error() {
-        if sys::zfs::Lzc::get().is_ok() {
-            eprintln!("libzfs_core is installed here: the missing-library error cannot be shown");
-            return;
-        }
-        let s = open(&StorageConfig {
-            id: "local-zfs".into(),
-            kind: StorageKind::ZfsPool {
-                pool: "rpool/data".into(),
-            },
-        });
-        let e = s.alloc(100, 8).err().unwrap().to_string();
-        assert!(
-            e.contains("storage \"local-zfs\" is zfspool but libzfs_core is not installed"),
-            "{e}"
-        );
+    fn a_made_template_is_never_recorded_so_no_delete_destroys_it() {
+        let v = Volume {
+            volid: "local-zfs:subvol-100-disk-0".into(),
+            path: "/rpool/data/subvol-100-disk-0".into(),
+            size_gib: 8,
+            dataset: Some("rpool/data/subvol-100-disk-0".into()),
+            made_template: Some("rpool/data/basevol-lxcri-ab".into()),
+        };
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(!json.contains("basevol"), "{json}");
+        let back: Volume = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.made_template, None);
+        assert_eq!(back.dataset, v.dataset);
     }
 }
