@@ -170,20 +170,7 @@ impl Cgroup {
             return Ok(None);
         }
         let leaf = controller_dir(&self.path, "");
-        let root = Path::new(CGROUP_ROOT);
-        let rel = leaf.strip_prefix(root).unwrap_or(&leaf);
-        let wanted = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-        let mut dir = root.to_path_buf();
-        for component in rel.components() {
-            enable_controllers(&dir, &wanted);
-            dir.push(component);
-            match fs::create_dir(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(Error::os(format!("creating cgroup {}", dir.display()), e));
-                }
-                _ => {}
-            }
-        }
+        enable_controllers_down_to(&leaf, true)?;
         // O_PATH is enough for clone3; std adds O_CLOEXEC.
         let fd = fs::OpenOptions::new()
             .read(true)
@@ -215,6 +202,11 @@ impl Cgroup {
             self.manager()?
                 .add_task(Pid::from_raw(pid))
                 .map_err(|e| self.err(&e))?;
+            // systemd enables only the controllers it manages (not hugetlb, rdma, misc) down
+            // to the scope, and writes only its own bits in cgroup.subtree_control: enable the
+            // rest as without systemd (runc does the same), or their limits and statistics
+            // have no files.
+            enable_controllers_down_to(&controller_dir(&self.path, ""), false)?;
             self.apply_beside_systemd(&mut rest)?;
         } else if !placed {
             self.create_v2_ancestors()?;
@@ -431,6 +423,29 @@ impl Cgroup {
             .map_err(|e| Error::invalid(format!("removing cgroup {}: {e}", self.path.display())))?;
         stopped
     }
+}
+
+/// Enables every controller of the v2 root in each ancestor of `leaf` (as libcgroups does when
+/// it creates a cgroup), creating the directories when `create` says so.
+fn enable_controllers_down_to(leaf: &Path, create: bool) -> Result<()> {
+    let root = Path::new(CGROUP_ROOT);
+    let rel = leaf.strip_prefix(root).unwrap_or(leaf);
+    let wanted = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let mut dir = root.to_path_buf();
+    for component in rel.components() {
+        enable_controllers(&dir, &wanted);
+        dir.push(component);
+        if !create {
+            continue;
+        }
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::os(format!("creating cgroup {}", dir.display()), e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Enables the `wanted` controllers (a cgroup.controllers line) for the children of `dir` that

@@ -33,6 +33,12 @@ pub fn check_flag(systemd_cgroup: bool) -> Result<()> {
         Err(Error::invalid(
             "--systemd-cgroup: systemd is not running on this host",
         ))
+    } else if super::rootless::caller_unprivileged() {
+        // runc talks to the caller's user manager then (systemdUser); not done here.
+        Err(Error::invalid(
+            "--systemd-cgroup: an unprivileged caller would need systemd's user manager, \
+             which proxmox-lxcri does not use; drop the flag (a delegated cgroup works without it)",
+        ))
     } else if !super::cgroups::is_unified() {
         Err(Error::invalid(
             "--systemd-cgroup: needs a pure cgroup v2 host (this one has cgroup v1 \
