@@ -54,6 +54,10 @@ pub struct State {
     pub annotations: HashMap<String, String>,
     /// Absolute cgroup path (below each hierarchy's mount point).
     pub cgroup_path: PathBuf,
+    /// `slice:prefix:name` when the cgroup is a systemd scope (--systemd-cgroup at create):
+    /// later commands use systemd's manager whether or not they are given the flag, as runc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
     /// Whether the container has a pid namespace of its own (then killing the init kills all).
     pub own_pid_namespace: bool,
     /// The spec's hooks, kept for poststart/poststop (so later commands need not re-read the bundle).

@@ -14,6 +14,7 @@ pub fn options<'a>(cli: &'a Cli, args: &'a CreateArgs) -> CreateOptions<'a> {
         no_new_keyring: args.no_new_keyring,
         pidfd_socket: args.pidfd_socket.as_deref(),
         preserve_fds: args.preserve_fds,
+        systemd_cgroup: cli.systemd_cgroup,
         config: cli.config.as_deref(),
     }
 }

@@ -34,7 +34,7 @@ pub fn run(cli: &Cli, args: &DeleteArgs) -> Result<i32> {
 
 /// Kills what is left of the container and removes its cgroup and state directory.
 pub fn destroy(dir: ContainerDir, state: &State, status: Status) -> Result<()> {
-    let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
+    let cgroup = Cgroup::for_state(state)?;
     if status == Status::Paused {
         // Frozen processes die only once thawed: queue the kill first so none runs on.
         let _ = crate::commands::kill::signal_init(state, libc::SIGKILL);

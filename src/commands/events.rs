@@ -26,7 +26,7 @@ pub fn run(cli: &Cli, args: &EventsArgs) -> Result<i32> {
         }
         state
     };
-    let cgroup = Cgroup::new(state.cgroup_path.clone(), &args.id)?;
+    let cgroup = Cgroup::for_state(&state)?;
     if args.stats {
         print_stats(&cgroup, &state)?;
         return Ok(0);

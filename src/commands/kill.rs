@@ -42,7 +42,7 @@ pub fn signal_init(state: &State, signal: i32) -> Result<()> {
 /// Signals every process in the container's cgroup, frozen meanwhile (as runc does) so that no
 /// process can fork a child past the signal.
 pub fn signal_all(state: &State, signal: i32) -> Result<()> {
-    let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
+    let cgroup = Cgroup::for_state(state)?;
     // A paused container stays paused: only a freeze of our own is undone.
     let frozen =
         !crate::linux::cgroups::is_frozen(&state.cgroup_path) && cgroup.freeze(true).is_ok();

@@ -29,6 +29,6 @@ fn set_frozen(cli: &Cli, id: &str, frozen: bool) -> Result<i32> {
             "cannot {verb} container {id:?}: it is {status}, not {needed}"
         )));
     }
-    Cgroup::new(state.cgroup_path.clone(), id)?.freeze(frozen)?;
+    Cgroup::for_state(&state)?.freeze(frozen)?;
     Ok(0)
 }

@@ -12,7 +12,7 @@ use crate::state::ContainerDir;
 
 pub fn run(cli: &Cli, args: &PsArgs) -> Result<i32> {
     let state = ContainerDir::open(&cli.root, &args.id)?.load()?;
-    let mut pids = Cgroup::new(state.cgroup_path.clone(), &args.id)?
+    let mut pids = Cgroup::for_state(&state)?
         .pids()
         .or_else(|e| crate::linux::rootless::pids_without_cgroup(&state, e))?;
     pids.sort_unstable();

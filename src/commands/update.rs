@@ -32,7 +32,7 @@ pub fn run(cli: &Cli, args: &UpdateArgs) -> Result<i32> {
             args.id
         )));
     }
-    Cgroup::new(state.cgroup_path.clone(), &args.id)?
+    Cgroup::for_state(&state)?
         .update(&resources)
         .ctx(|| format!("updating container {:?}", args.id))?;
     Ok(0)

@@ -17,6 +17,7 @@ use crate::error::{unsupported_errno, Context, Error, Result};
 use crate::hooks;
 use crate::linux::cgroups::{self, Cgroup};
 use crate::linux::namespaces::{self, ForChildren};
+use crate::linux::systemd_cgroup;
 use crate::linux::{rootless, terminal};
 use crate::proxmox;
 use crate::spec::Bundle;
@@ -34,6 +35,8 @@ pub struct CreateOptions<'a> {
     pub preserve_fds: u32,
     /// A unix socket that receives a pidfd of the init (--pidfd-socket).
     pub pidfd_socket: Option<&'a Path>,
+    /// --systemd-cgroup: the cgroup is a systemd scope (checked by the command).
+    pub systemd_cgroup: bool,
     /// --config: the runtime config file, read only if Proxmox visibility may apply.
     pub config: Option<&'a Path>,
 }
@@ -126,11 +129,23 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         .linux()
         .as_ref()
         .ok_or_else(|| Error::invalid("linux: missing"))?;
-    let cgroup_path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id);
     // Read once: the v1 hierarchies here, the cgroup bind mounts in the init.
     let host_mountinfo =
         std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "reading /proc/self/mountinfo")?;
-    let cgroup = Cgroup::with_mountinfo(cgroup_path.clone(), opts.id, Some(&host_mountinfo))?;
+    let cgroup = if opts.systemd_cgroup {
+        if rootless::active() {
+            return Err(Error::invalid(
+                "--systemd-cgroup: not supported for rootless containers",
+            ));
+        }
+        let unit = systemd_cgroup::Unit::parse(linux.cgroups_path().as_deref(), opts.id)?;
+        Cgroup::systemd(&unit, opts.id)?
+    } else {
+        let path = cgroups::resolve_path(linux.cgroups_path().as_deref(), opts.id);
+        Cgroup::with_mountinfo(path, opts.id, Some(&host_mountinfo))?
+    };
+    let cgroup_path = cgroup.path.clone();
+    let systemd_unit = cgroup.systemd_unit().map(str::to_string);
 
     // Made detached here, with the host's privilege; the init attaches them.
     let idmapped = crate::linux::mount_idmap::prepare(&bundle)?;
@@ -232,6 +247,7 @@ pub fn create(opts: &CreateOptions<'_>, mut bundle: Bundle) -> Result<Created> {
         owner: String::new(),
         annotations: bundle.spec.annotations().clone().unwrap_or_default(),
         cgroup_path,
+        systemd_unit,
         own_pid_namespace: bundle.creates_namespace(LinuxNamespaceType::Pid),
         hooks: bundle.spec.hooks().clone(),
         proxmox: undo.proxmox.as_ref().and_then(proxmox::Setup::record),

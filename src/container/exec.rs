@@ -65,7 +65,7 @@ pub fn exec(
     };
     let joined = namespaces::of_process(state.pid)?;
     let in_user_ns = joined.iter().any(|(k, _)| *k == LinuxNamespaceType::User);
-    let cgroup = Cgroup::new(state.cgroup_path.clone(), &state.id)?;
+    let cgroup = Cgroup::for_state(state)?;
     let (mut to_child, child_end) = Channel::pair()?;
 
     let for_children = ForChildren::join(&joined)?;

@@ -607,6 +607,7 @@ impl EngineState {
             owner: self.owner,
             annotations: self.annotations.unwrap_or_default(),
             cgroup_path: PathBuf::new(),
+            systemd_unit: None,
             own_pid_namespace: true,
             hooks: None,
             proxmox: None,

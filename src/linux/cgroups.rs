@@ -25,7 +25,13 @@ pub struct Cgroup {
     id: String,
     /// The container's directories on a v1 (or hybrid) host.
     v1: Option<Hierarchies>,
+    /// `slice:prefix:name` when systemd manages the cgroup (a transient scope, see
+    /// systemd_cgroup.rs): creation, limits and removal then go over D-Bus.
+    systemd: Option<String>,
     manager: OnceCell<AnyCgroupManager>,
+    /// With systemd: libcgroups' v2 manager on the scope's directory, for what systemd does not
+    /// do (device rules, freezing, statistics) without a D-Bus connection each time.
+    fs_manager: OnceCell<AnyCgroupManager>,
 }
 
 /// The absolute cgroup path for a container: `linux.cgroupsPath` as given when absolute, else
@@ -77,22 +83,74 @@ impl Cgroup {
             path,
             id: id.to_string(),
             v1,
+            systemd: None,
             manager: OnceCell::new(),
+            fs_manager: OnceCell::new(),
         })
+    }
+
+    /// The cgroup of a container from its state, with the manager it was created with.
+    pub fn for_state(state: &crate::state::State) -> Result<Self> {
+        let mut cg = Self::new(state.cgroup_path.clone(), &state.id)?;
+        cg.systemd = state.systemd_unit.clone();
+        Ok(cg)
+    }
+
+    /// A cgroup that systemd creates as the scope of `unit` (a pure v2 host only, see
+    /// systemd_cgroup::check_flag).
+    pub fn systemd(unit: &super::systemd_cgroup::Unit, id: &str) -> Result<Self> {
+        let mut cg = Self::new(unit.cgroup_path(), id)?;
+        if cg.v1.is_some() {
+            return Err(Error::invalid(
+                "--systemd-cgroup: needs a pure cgroup v2 host",
+            ));
+        }
+        cg.systemd = Some(unit.spec());
+        Ok(cg)
     }
 
     /// libcgroups' manager, built on first use (it costs a mountinfo read per controller).
     fn manager(&self) -> Result<&AnyCgroupManager> {
         if self.manager.get().is_none() {
-            let m = create_cgroup_manager(CgroupConfig {
-                cgroup_path: self.path.clone(),
-                systemd_cgroup: false,
-                container_name: self.id.clone(),
-            })
-            .map_err(|e| self.err(&e))?;
+            let m = match &self.systemd {
+                Some(unit) => create_cgroup_manager(CgroupConfig {
+                    cgroup_path: PathBuf::from(unit),
+                    systemd_cgroup: true,
+                    container_name: self.id.clone(),
+                })
+                .map_err(|e| Error::invalid(format!("systemd unit {unit}: {e}")))?,
+                None => self.new_fs_manager()?,
+            };
             let _ = self.manager.set(m);
         }
         self.manager
+            .get()
+            .ok_or_else(|| Error::invalid("cgroup manager unavailable"))
+    }
+
+    /// `slice:prefix:name` when systemd manages the cgroup.
+    pub fn systemd_unit(&self) -> Option<&str> {
+        self.systemd.as_deref()
+    }
+
+    fn new_fs_manager(&self) -> Result<AnyCgroupManager> {
+        create_cgroup_manager(CgroupConfig {
+            cgroup_path: self.path.clone(),
+            systemd_cgroup: false,
+            container_name: self.id.clone(),
+        })
+        .map_err(|e| self.err(&e))
+    }
+
+    /// The manager for file-level work: the scope's directory under systemd, else the one.
+    fn fs(&self) -> Result<&AnyCgroupManager> {
+        if self.systemd.is_none() {
+            return self.manager();
+        }
+        if self.fs_manager.get().is_none() {
+            let _ = self.fs_manager.set(self.new_fs_manager()?);
+        }
+        self.fs_manager
             .get()
             .ok_or_else(|| Error::invalid("cgroup manager unavailable"))
     }
@@ -106,25 +164,13 @@ impl Cgroup {
     /// places the init there atomically (CLONE_INTO_CGROUP): the init never runs a single
     /// instruction outside its cgroup, and no later write to cgroup.procs is needed. None on
     /// v1, where a clone cannot be placed.
+    /// None too under systemd, which creates the scope with the init's pid in it.
     pub fn open_clone_target(&self) -> Result<Option<OwnedFd>> {
-        if self.v1.is_some() {
+        if self.v1.is_some() || self.systemd.is_some() {
             return Ok(None);
         }
         let leaf = controller_dir(&self.path, "");
-        let root = Path::new(CGROUP_ROOT);
-        let rel = leaf.strip_prefix(root).unwrap_or(&leaf);
-        let wanted = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-        let mut dir = root.to_path_buf();
-        for component in rel.components() {
-            enable_controllers(&dir, &wanted);
-            dir.push(component);
-            match fs::create_dir(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    return Err(Error::os(format!("creating cgroup {}", dir.display()), e));
-                }
-                _ => {}
-            }
-        }
+        enable_controllers_down_to(&leaf, true)?;
         // O_PATH is enough for clone3; std adds O_CLOEXEC.
         let fd = fs::OpenOptions::new()
             .read(true)
@@ -151,6 +197,17 @@ impl Cgroup {
             if !needs_manager(&rest) {
                 return Ok(());
             }
+        } else if self.systemd.is_some() {
+            // StartTransientUnit with the pid; systemd makes the slice and the scope.
+            self.manager()?
+                .add_task(Pid::from_raw(pid))
+                .map_err(|e| self.err(&e))?;
+            // systemd enables only the controllers it manages (not hugetlb, rdma, misc) down
+            // to the scope, and writes only its own bits in cgroup.subtree_control: enable the
+            // rest as without systemd (runc does the same), or their limits and statistics
+            // have no files.
+            enable_controllers_down_to(&controller_dir(&self.path, ""), false)?;
+            self.apply_beside_systemd(&mut rest)?;
         } else if !placed {
             self.create_v2_ancestors()?;
             self.manager()?
@@ -171,6 +228,24 @@ impl Cgroup {
         self.manager()?.apply(&opts).map_err(|e| self.err(&e))?;
         self.apply_v2_io_weight(io_weight)?;
         self.disable_v2_swap_if_asked(resources)
+    }
+
+    /// libcgroups' systemd manager turns only cpu, cpuset, memory, io, pids and `unified` into
+    /// unit properties: device rules (the v2 eBPF program) and hugepage limits are taken out of
+    /// `rest` and written to the scope's directory, as without systemd.
+    fn apply_beside_systemd(&self, rest: &mut LinuxResources) -> Result<()> {
+        let mut fs_only = LinuxResources::default();
+        fs_only.set_devices(rest.devices().clone());
+        fs_only.set_hugepage_limits(rest.hugepage_limits().clone());
+        rest.set_devices(None).set_hugepage_limits(None);
+        self.fs()?
+            .apply(&ControllerOpt {
+                resources: &fs_only,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| self.err(&e))
     }
 
     /// On v2, takes `blockIO.weight` out of `resources` for [`Self::apply_v2_io_weight`]:
@@ -249,7 +324,7 @@ impl Cgroup {
         match &self.v1 {
             Some(h) => h.enter(pid),
             None => self
-                .manager()?
+                .fs()?
                 .add_task(Pid::from_raw(pid))
                 .map_err(|e| self.err(&e)),
         }
@@ -259,7 +334,7 @@ impl Cgroup {
         match &self.v1 {
             Some(h) => h.pids(),
             None => self
-                .manager()?
+                .fs()?
                 .get_all_pids()
                 .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
                 .map_err(|e| self.err(&e)),
@@ -276,7 +351,7 @@ impl Cgroup {
         } else {
             FreezerState::Thawed
         };
-        self.manager()?
+        self.fs()?
             .freeze(state)
             .map_err(|e| Error::invalid(format!("freezing cgroup {}: {e}", self.path.display())))
     }
@@ -287,6 +362,9 @@ impl Cgroup {
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
         let mut resources = resources.clone();
         resources.set_devices(None);
+        if self.systemd.is_some() {
+            self.apply_beside_systemd(&mut resources)?;
+        }
         let io_weight = self.take_v2_io_weight(&mut resources);
         let opts = ControllerOpt {
             resources: &resources,
@@ -303,7 +381,7 @@ impl Cgroup {
 
     /// The controllers' statistics (libcgroups' shape; `events` converts it to runc's).
     pub fn stats(&self) -> Result<libcgroups::stats::Stats> {
-        self.manager()?.stats().map_err(|e| {
+        self.fs()?.stats().map_err(|e| {
             Error::invalid(format!(
                 "reading statistics of cgroup {}: {e}",
                 self.path.display()
@@ -316,10 +394,58 @@ impl Cgroup {
         if let Some(h) = &self.v1 {
             return h.remove();
         }
+        if self.systemd.is_some() {
+            return self.destroy_systemd();
+        }
         self.manager()?
             .remove()
             .map_err(|e| Error::invalid(format!("removing cgroup {}: {e}", self.path.display())))
     }
+}
+
+impl Cgroup {
+    /// Stops the scope (systemd kills what is left and removes its cgroup), waiting a bounded
+    /// time for the directory to go; whatever stays (systemd unreachable, a slow stop) is
+    /// removed through cgroupfs so that delete leaves nothing behind.
+    fn destroy_systemd(&self) -> Result<()> {
+        let dir = controller_dir(&self.path, "");
+        let stopped = self
+            .manager()
+            .and_then(|m| m.remove().map_err(|e| self.err(&e)));
+        for _ in 0..100 {
+            if !dir.exists() {
+                return stopped;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.fs()?
+            .remove()
+            .map_err(|e| Error::invalid(format!("removing cgroup {}: {e}", self.path.display())))?;
+        stopped
+    }
+}
+
+/// Enables every controller of the v2 root in each ancestor of `leaf` (as libcgroups does when
+/// it creates a cgroup), creating the directories when `create` says so.
+fn enable_controllers_down_to(leaf: &Path, create: bool) -> Result<()> {
+    let root = Path::new(CGROUP_ROOT);
+    let rel = leaf.strip_prefix(root).unwrap_or(leaf);
+    let wanted = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let mut dir = root.to_path_buf();
+    for component in rel.components() {
+        enable_controllers(&dir, &wanted);
+        dir.push(component);
+        if !create {
+            continue;
+        }
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::os(format!("creating cgroup {}", dir.display()), e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Enables the `wanted` controllers (a cgroup.controllers line) for the children of `dir` that
@@ -414,25 +540,8 @@ fn oom_killer_disabled(path: &Path) -> bool {
         .is_ok_and(|s| s.lines().any(|l| l.trim() == "oom_kill_disable 1"))
 }
 
-/// Whether systemd runs as this host's init (sd_booted(3)'s test).
-pub fn systemd_booted() -> bool {
-    Path::new("/run/systemd/system").is_dir()
-}
-
-/// `--systemd-cgroup` asks for systemd's cgroup manager, which this build does not have; and
-/// where systemd does not run at all it cannot be had. Either way this is an error, never a
+/// `--systemd-cgroup` where systemd does not run, or on a v1/hybrid host: an error, never a
 /// silent fallback to the cgroupfs manager.
 pub fn check_systemd_flag(systemd_cgroup: bool) -> Result<()> {
-    if !systemd_cgroup {
-        Ok(())
-    } else if !systemd_booted() {
-        Err(Error::invalid(
-            "--systemd-cgroup: systemd is not running on this host",
-        ))
-    } else {
-        Err(Error::invalid(
-            "--systemd-cgroup: the systemd cgroup manager is not supported yet; drop the flag \
-             to use cgroupfs",
-        ))
-    }
+    super::systemd_cgroup::check_flag(systemd_cgroup)
 }

@@ -16,4 +16,5 @@ pub mod rootfs;
 pub mod rootless;
 pub mod seccomp;
 pub mod signals;
+pub mod systemd_cgroup;
 pub mod terminal;
