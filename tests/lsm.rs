@@ -3,6 +3,8 @@
 //! anything exists. This host has neither AppArmor nor SELinux: the refusals run here; the
 //! AppArmor confinement runs in the Debian guest, whose kernel has AppArmor enabled
 //! (`scripts/test-guest lsm`). SELinux labels applied with a policy loaded: tests/selinux.rs.
+//! Every test here runs native-only (no delegate engine configured, see `native_only`): crun and
+//! runc apply AppArmor profiles too, and a fallback to them must not make our tests pass.
 
 mod common;
 
@@ -34,6 +36,7 @@ fn refused_before_anything_exists(ptr: &str, value: &str, field: &str, why: &str
 
 #[test]
 fn an_apparmor_profile_is_refused_where_apparmor_is_not_enabled() {
+    native_only();
     if apparmor_enabled() {
         eprintln!("SKIP: AppArmor is enabled here; the refusal runs on hosts without it");
         return;
@@ -48,6 +51,7 @@ fn an_apparmor_profile_is_refused_where_apparmor_is_not_enabled() {
 
 #[test]
 fn selinux_labels_are_refused_where_selinux_is_not_enabled() {
+    native_only();
     if selinux_enabled() {
         eprintln!("SKIP: SELinux is enabled here; the refusal runs on hosts without it");
         return;
@@ -72,6 +76,7 @@ fn selinux_labels_are_refused_where_selinux_is_not_enabled() {
 /// (runc 1.1 writes it anyway and fails with EINVAL where AppArmor is off.)
 #[test]
 fn the_unconfined_profile_runs_with_or_without_apparmor() {
+    native_only();
     if !apparmor_enabled() && skip_unless_ours() {
         return;
     }
@@ -85,6 +90,7 @@ fn the_unconfined_profile_runs_with_or_without_apparmor() {
 
 #[test]
 fn exec_apparmor_is_refused_where_apparmor_is_not_enabled() {
+    native_only();
     if apparmor_enabled() {
         eprintln!("SKIP: AppArmor is enabled here; the refusal runs on hosts without it");
         return;
@@ -169,6 +175,7 @@ const SHOW: &str =
 
 #[test]
 fn an_apparmor_profile_confines_the_container_process_and_exec() {
+    native_only();
     if !apparmor_enabled() {
         eprintln!(
             "SKIP (LOUD): AppArmor is not enabled on this host, so no profile can confine \
@@ -214,6 +221,7 @@ fn an_apparmor_profile_confines_the_container_process_and_exec() {
 
 #[test]
 fn an_unknown_apparmor_profile_fails_naming_it() {
+    native_only();
     if !apparmor_enabled() {
         eprintln!(
             "SKIP (LOUD): AppArmor is not enabled on this host; this test runs in the Debian \

@@ -38,6 +38,19 @@ struct User {
     bundle: PathBuf,
     io: PathBuf,
     id: String,
+    /// A cgroup delegated to the user (see [`User::delegate`]), removed by Drop.
+    delegated: Option<Delegated>,
+}
+
+/// A cgroup subtree delegated to the user as systemd's `Delegate=yes` does: the directory and its
+/// cgroup.procs, cgroup.subtree_control and cgroup.threads chowned to the user (one directory
+/// per hierarchy on v1). The user's commands run in `caller`, a cgroup inside it: moving a
+/// process takes write access to cgroup.procs of the common ancestor of its old and new cgroup.
+struct Delegated {
+    /// The delegated directories (one per hierarchy given).
+    dirs: Vec<PathBuf>,
+    /// cgroup.procs of the cgroup the user's commands run in (v2 only).
+    caller_procs: Option<PathBuf>,
 }
 
 fn accounts_cmd(program: &str, args: &[&str]) -> Out {
@@ -109,6 +122,7 @@ impl User {
             base,
             id: format!("{PREFIX}-{pid}-r{n}"),
             name,
+            delegated: None,
         };
         let range = format!("{sub}-{}", sub + 65535);
         accounts_cmd(
@@ -157,7 +171,80 @@ impl User {
             cwd: Some(self.base.clone()),
             ..Default::default()
         };
-        exec(Path::new("/usr/bin/setpriv"), &a, &self.io, &opts)
+        match self
+            .delegated
+            .as_ref()
+            .and_then(|d| d.caller_procs.as_ref())
+        {
+            // As a user session under systemd: the command starts inside the delegated subtree.
+            Some(procs) => {
+                let mut wrapped: Vec<String> = vec![
+                    "-c".into(),
+                    r#"echo $$ >"$0" && exec "$@""#.into(),
+                    procs.to_string_lossy().into_owned(),
+                    "/usr/bin/setpriv".into(),
+                ];
+                wrapped.extend(a);
+                exec(Path::new("/bin/sh"), &wrapped, &self.io, &opts)
+            }
+            None => exec(Path::new("/usr/bin/setpriv"), &a, &self.io, &opts),
+        }
+    }
+
+    /// Delegates a fresh cgroup `lxcri-test/<id>` to the user in each of `hierarchies` (cgroup
+    /// roots), as systemd does; on a pure v2 host the user's commands run from then on in its
+    /// child `caller`. Returns the delegated directories.
+    fn delegate(&mut self, hierarchies: &[PathBuf]) -> Vec<PathBuf> {
+        let owner = format!("{}:{}", self.uid, self.gid);
+        let mut d = Delegated {
+            dirs: Vec::new(),
+            caller_procs: None,
+        };
+        for h in hierarchies {
+            let parent = h.join(CGROUP_PARENT);
+            let _ = fs::create_dir(&parent);
+            let dir = parent.join(&self.id);
+            fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            // Dropped with the user even if what follows fails.
+            d.dirs.push(dir.clone());
+            let mut chown = vec![dir.clone()];
+            chown.extend(
+                [
+                    "cgroup.procs",
+                    "cgroup.subtree_control",
+                    "cgroup.threads",
+                    "tasks",
+                ]
+                .iter()
+                .map(|f| dir.join(f))
+                .filter(|f| f.exists()),
+            );
+            for p in &chown {
+                host_cmd("/usr/bin/chown", &[&owner, &p.to_string_lossy()]).assert_ok();
+            }
+        }
+        if unified_host() {
+            // What the delegated subtree may enable comes from its parents: systemd enables
+            // them down to the delegated unit, for user@.service Debian's `Delegate=pids memory
+            // cpu`.
+            for dir in [
+                Path::new(CGROUP_MOUNT),
+                &Path::new(CGROUP_MOUNT).join(CGROUP_PARENT),
+            ] {
+                for c in ["pids", "memory", "cpu"] {
+                    let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+                }
+            }
+            let caller = d.dirs[0].join("caller");
+            fs::create_dir(&caller).expect("mkdir caller cgroup");
+            for p in [caller.clone(), caller.join("cgroup.procs")] {
+                host_cmd("/usr/bin/chown", &[&owner, &p.to_string_lossy()]).assert_ok();
+            }
+            d.caller_procs = Some(caller.join("cgroup.procs"));
+        }
+        let dirs = d.dirs.clone();
+        self.delegated = Some(d);
+        dirs
     }
 
     /// The runtime as the user, with its $XDG_RUNTIME_DIR and no --root.
@@ -244,6 +331,11 @@ impl Drop for User {
             );
         }
         wait_until(Duration::from_secs(5), || self.processes().is_empty());
+        if let Some(d) = self.delegated.take() {
+            for dir in &d.dirs {
+                remove_cgroup_tree(dir);
+            }
+        }
         let _ = accounts_cmd("/usr/sbin/userdel", &["-r", &self.name]);
         remove_tree(&self.base);
     }
@@ -800,4 +892,178 @@ fn maps_given_for_a_joined_user_namespace_must_be_its_own() {
         "linux.gidMappings",
         "joined by path maps 0 100000 65536",
     );
+}
+
+// ---------------------------------------------------------------------------
+// Delegated cgroups: the limits of an unprivileged user's container.
+// ---------------------------------------------------------------------------
+
+fn read_trimmed(p: &Path) -> String {
+    fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+fn procs_of(dir: &Path) -> Vec<i64> {
+    let mut v: Vec<i64> = fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn state_of(u: &User) -> Value {
+    serde_json::from_str(&u.rt(&["state", &u.id]).assert_ok().stdout).expect("state JSON")
+}
+
+/// A cgroup v2 subtree delegated to the user (systemd's Delegate=yes): the container's cgroup is
+/// made inside it with the limits asked for, which bite; ps, kill --all, pause/resume, update
+/// and events --stats work on it for the user, and delete leaves no cgroup.
+#[test]
+fn limits_apply_in_a_delegated_cgroup_v2_subtree() {
+    if !unified_host() {
+        eprintln!(
+            "SKIPPED: limits_apply_in_a_delegated_cgroup_v2_subtree needs a pure cgroup v2 host \
+             (it runs in the guest: scripts/test-guest rootless)"
+        );
+        return;
+    }
+    let mut u = User::new();
+    let delegated = u.delegate(&[PathBuf::from(CGROUP_MOUNT)]).remove(0);
+    let ctr = delegated.join("ctr");
+    let cgroups_path = format!("/{CGROUP_PARENT}/{}/ctr", u.id);
+    // ash gives up on a failed fork, so the loop runs in a child shell whose end is reported.
+    u.configure(
+        "sh -c 'i=0; while [ $i -lt 30 ]; do sleep 1000 & i=$((i+1)); done' >/tmp/out 2>&1; \
+         echo loop-exit=$? >>/tmp/out; exec sleep 1000",
+        |c| {
+            c["root"]["readonly"] = json!(false);
+            c["linux"]["cgroupsPath"] = json!(cgroups_path);
+            c["linux"]["resources"] = json!({"pids": {"limit": 8}, "memory": {"limit": 64 << 20}});
+        },
+    );
+    u.rt(&["create", "--bundle", &u.bundle_arg(), &u.id])
+        .assert_ok();
+    let pid = state_of(&u)["pid"].as_i64().expect("pid");
+    assert_eq!(read_trimmed(&ctr.join("pids.max")), "8");
+    assert_eq!(
+        read_trimmed(&ctr.join("memory.max")),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(procs_of(&ctr), [pid]);
+    assert_eq!(
+        read_trimmed(Path::new(&format!("/proc/{pid}/cgroup"))),
+        format!("0::{cgroups_path}")
+    );
+
+    u.rt(&["start", &u.id]).assert_ok();
+    let out_file = u.bundle.join("rootfs/tmp/out");
+    assert!(
+        wait_until(Duration::from_secs(60), || fs::read_to_string(&out_file)
+            .is_ok_and(|s| s.contains("loop-exit="))),
+        "the fork loop did not end: {:?}",
+        fs::read_to_string(&out_file)
+    );
+    let out = fs::read_to_string(&out_file).expect("fork loop output");
+    assert!(out.contains("can't fork"), "no fork failed inside: {out}");
+    assert!(!out.contains("loop-exit=0"), "the loop finished: {out}");
+    let events = read_trimmed(&ctr.join("pids.events"));
+    let refused: u64 = events
+        .strip_prefix("max ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("pids.events: {events}"));
+    assert!(refused > 0, "pids.events: {events}");
+    let procs = procs_of(&ctr);
+    assert!(
+        (2..=8).contains(&procs.len()) && procs.contains(&pid),
+        "{procs:?}"
+    );
+
+    let ps = u.rt(&["ps", "--format", "json", &u.id]);
+    let mut listed: Vec<i64> = serde_json::from_str(&ps.assert_ok().stdout).expect("ps JSON");
+    listed.sort_unstable();
+    assert_eq!(listed, procs, "{ps}");
+
+    u.rt(&["pause", &u.id]).assert_ok();
+    assert_eq!(read_trimmed(&ctr.join("cgroup.freeze")), "1");
+    assert_eq!(state_of(&u)["status"], "paused");
+    u.rt(&["resume", &u.id]).assert_ok();
+    assert_eq!(read_trimmed(&ctr.join("cgroup.freeze")), "0");
+    assert_eq!(state_of(&u)["status"], "running");
+
+    u.rt(&["update", "--pids-limit", "20", "--memory", "96M", &u.id])
+        .assert_ok();
+    assert_eq!(read_trimmed(&ctr.join("pids.max")), "20");
+    assert_eq!(
+        read_trimmed(&ctr.join("memory.max")),
+        (96u64 << 20).to_string()
+    );
+
+    let ev = u.rt(&["events", "--stats", &u.id]);
+    let stats: Value = serde_json::from_str(ev.assert_ok().stdout.trim()).expect("events JSON");
+    assert_eq!(stats["data"]["pids"]["limit"], 20, "{ev}");
+    assert_eq!(stats["data"]["pids"]["current"], procs.len(), "{ev}");
+    assert_eq!(
+        stats["data"]["memory"]["usage"]["limit"],
+        96u64 << 20,
+        "{ev}"
+    );
+    assert!(
+        stats["data"]["memory"]["usage"]["usage"].as_u64() > Some(0),
+        "{ev}"
+    );
+
+    u.rt(&["kill", "--all", &u.id, "KILL"]).assert_ok();
+    assert!(
+        wait_until(Duration::from_secs(10), || procs_of(&ctr).is_empty()),
+        "left in the cgroup: {:?}",
+        procs_of(&ctr)
+    );
+    assert!(wait_until(Duration::from_secs(5), || state_of(&u)
+        ["status"]
+        == "stopped"));
+    u.rt(&["delete", &u.id]).assert_ok();
+    assert!(!ctr.exists(), "delete left {}", ctr.display());
+    assert!(!u.state_root().join(&u.id).exists());
+    // The delegated directory itself is the user's, not the container's: it stays.
+    assert!(delegated.is_dir());
+}
+
+/// On a cgroup v1 (or hybrid) host, cgroups chowned to the user (v1's delegation) do not give
+/// its container limits (no device rules may be written without privilege): the error says so,
+/// and nothing is left in them.
+#[test]
+fn limits_in_a_delegated_cgroup_v1_are_refused_with_the_reason() {
+    if unified_host() {
+        eprintln!(
+            "SKIPPED: limits_in_a_delegated_cgroup_v1_are_refused_with_the_reason needs a cgroup \
+             v1 host (it runs on the v1 hybrid development host)"
+        );
+        return;
+    }
+    let mut u = User::new();
+    let hierarchies: Vec<PathBuf> = ["pids", "memory", "devices", "freezer", "cpu,cpuacct"]
+        .iter()
+        .map(|h| Path::new(CGROUP_MOUNT).join(h))
+        .filter(|h| h.is_dir())
+        .collect();
+    let delegated = u.delegate(&hierarchies);
+    let cgroups_path = format!("/{CGROUP_PARENT}/{}/ctr", u.id);
+    u.configure("true", |c| {
+        c["linux"]["cgroupsPath"] = json!(cgroups_path);
+        c["linux"]["resources"] = json!({"pids": {"limit": 8}});
+    });
+    let out = u.rt(&["create", "--bundle", &u.bundle_arg(), &u.id]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("linux.resources") && out.stderr.contains("cgroup v2"),
+        "{out}"
+    );
+    u.assert_no_debris();
+    for d in &delegated {
+        assert!(!d.join("ctr").exists(), "left {}", d.join("ctr").display());
+    }
 }

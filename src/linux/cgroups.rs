@@ -356,10 +356,26 @@ impl Cgroup {
             .map_err(|e| Error::invalid(format!("freezing cgroup {}: {e}", self.path.display())))
     }
 
+    /// Applies limits with the caller's own rights and no device program: a rootless
+    /// container's delegated v2 cgroup (see rootless/v2_limits.rs). Refused on v1.
+    pub fn apply_unprivileged(&self, resources: &LinuxResources) -> Result<()> {
+        if self.v1.is_some() {
+            return Err(super::rootless::v1_limits_refused(&self.path));
+        }
+        let mut rest = resources.clone();
+        rest.set_devices(None);
+        let io_weight = self.take_v2_io_weight(&mut rest);
+        super::rootless::apply_v2_limits(&controller_dir(&self.path, ""), &rest)?;
+        self.apply_v2_io_weight(io_weight)
+    }
+
     /// Applies changed limits to the live cgroup (`update`). Device rules are left as they are
     /// (runc's update skips them too), and so is the OOM killer switch, which libcgroups would
     /// otherwise reset with any memory change.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
+        if !super::rootless::may_write_devices() {
+            return self.apply_unprivileged(resources);
+        }
         let mut resources = resources.clone();
         resources.set_devices(None);
         if self.systemd.is_some() {
@@ -381,12 +397,20 @@ impl Cgroup {
 
     /// The controllers' statistics (libcgroups' shape; `events` converts it to runc's).
     pub fn stats(&self) -> Result<libcgroups::stats::Stats> {
-        self.fs()?.stats().map_err(|e| {
-            Error::invalid(format!(
+        let dir = controller_dir(&self.path, "");
+        match self.fs()?.stats() {
+            Ok(stats) => Ok(stats),
+            // A v2 controller not enabled for the cgroup (a delegated subtree has only those
+            // granted): libcgroups fails as a whole, the files that exist still tell.
+            Err(e) if self.v1.is_none() && dir.is_dir() => {
+                crate::log::info(&format!("cgroup {}: {e}", self.path.display()));
+                Ok(super::rootless::v2_stats(&dir))
+            }
+            Err(e) => Err(Error::invalid(format!(
                 "reading statistics of cgroup {}: {e}",
                 self.path.display()
-            ))
-        })
+            ))),
+        }
     }
 
     /// Removes the cgroup, killing anything still in it.

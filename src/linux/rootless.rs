@@ -1,15 +1,20 @@
 //! Rootless mode: the runtime run by an unprivileged user. It owns what differs from a root run:
 //! the --rootless switch (runc's auto/true/false), the default state root under
-//! $XDG_RUNTIME_DIR, the caller's subordinate ids (/etc/subuid, /etc/subgid), and the rule that a
-//! cgroup the caller cannot write is skipped unless the spec asks for resource limits.
+//! $XDG_RUNTIME_DIR, the caller's subordinate ids (/etc/subuid, /etc/subgid), the rule that a
+//! cgroup the caller cannot write is skipped unless the spec asks for resource limits, and the
+//! limits of a container in a cgroup v2 subtree delegated to the caller (v2_limits.rs) and its
+//! statistics there (v2_stats.rs).
+
+mod v2_limits;
+mod v2_stats;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use oci_spec::runtime::LinuxResources;
 
-use super::cgroups::{needs_manager, Cgroup};
+use super::cgroups::{is_unified, needs_manager, Cgroup};
 use crate::error::{Error, Result};
 
 static MODE: OnceLock<bool> = OnceLock::new();
@@ -96,21 +101,36 @@ pub fn default_root_problem() -> Option<String> {
 }
 
 /// Puts the init in its cgroup when the caller may (a delegated or writable cgroup). Returns
-/// whether it is in one. `resources` come with the device rules; those are left out when the
-/// caller cannot write them (unprivileged, or in a user namespace: neither v1's devices.allow nor
-/// a v2 BPF program is allowed there; the user namespace keeps device nodes out anyway). A failure
-/// is an error only when the spec asks for limits (runc's rule).
+/// whether it is in one. A failure to enter is an error only when the spec asks for limits
+/// (runc's rule). Without privilege the device rules are left out: neither v1's devices.allow
+/// nor a v2 BPF device program is allowed there, and the user namespace keeps device nodes out
+/// anyway; the other limits are written by [`v2_limits`] into a delegated v2 cgroup.
 pub fn enter_cgroup(cg: &Cgroup, pid: i32, resources: &LinuxResources) -> Result<bool> {
     let mut limits = resources.clone();
     limits.set_devices(None);
     let wanted = needs_manager(&limits);
-    let devices = !caller_unprivileged() && !in_partial_user_namespace();
-    let entered = match (wanted, devices) {
-        (_, true) => cg.enter_and_apply(pid, resources, false),
-        (true, false) => cg.enter_and_apply(pid, &limits, false),
-        (false, false) => cg.enter(pid),
-    };
-    match entered {
+    if may_write_devices() {
+        return entered(cg, wanted, cg.enter_and_apply(pid, resources, false));
+    }
+    if wanted && !is_unified() {
+        return Err(v1_limits_refused(&cg.path));
+    }
+    if !entered(cg, wanted, cg.enter(pid))? {
+        return Ok(false);
+    }
+    if wanted {
+        cg.apply_unprivileged(&limits)?;
+    }
+    Ok(true)
+}
+
+/// Whether the runtime may write device rules: root of the initial user namespace.
+pub fn may_write_devices() -> bool {
+    !caller_unprivileged() && !in_partial_user_namespace()
+}
+
+fn entered(cg: &Cgroup, wanted: bool, result: Result<()>) -> Result<bool> {
+    match result {
         Ok(()) => Ok(true),
         Err(e) if wanted => Err(e.context(format!(
             "linux.resources: limits are asked for, but uid {} cannot set up cgroup {} \
@@ -123,6 +143,28 @@ pub fn enter_cgroup(cg: &Cgroup, pid: i32, resources: &LinuxResources) -> Result
             Ok(false)
         }
     }
+}
+
+/// Limits without privilege on a v1 (or hybrid) host: libcgroups writes v1 device rules with
+/// any limit, which takes CAP_SYS_ADMIN, so a chowned (delegated) v1 cgroup cannot get them.
+pub fn v1_limits_refused(path: &Path) -> Error {
+    Error::invalid(format!(
+        "linux.resources: limits are asked for, but uid {} can set them only in a cgroup v2 \
+         hierarchy delegated to it, and this host has cgroup v1 controllers (cgroup {}): drop \
+         the limits, or run as root",
+        nix::unistd::geteuid(),
+        path.display()
+    ))
+}
+
+/// Writes limits (no device rules) into a delegated v2 cgroup directory, with the caller's rights.
+pub fn apply_v2_limits(dir: &Path, resources: &LinuxResources) -> Result<()> {
+    v2_limits::apply(dir, resources)
+}
+
+/// What a v2 cgroup directory shows when libcgroups cannot read all of it (see v2_stats.rs).
+pub fn v2_stats(dir: &Path) -> libcgroups::stats::Stats {
+    v2_stats::read(dir)
 }
 
 /// The container's processes when it has no cgroup to list them (rootless, not delegated): with

@@ -1686,3 +1686,18 @@ pub fn time_scale() -> u64 {
         .filter(|n| *n > 0)
         .unwrap_or(1)
 }
+
+/// From now on every runtime call of this test process runs with no delegate engine configured
+/// (`runtime.fallback` empty): a native failure fails the test instead of handing the container
+/// to crun/runc, which would make a test of our code pass on theirs. The config file is in the
+/// scratch dir, named for this process (a dead owner's goes with its other scratch files).
+pub fn native_only() {
+    static DONE: Once = Once::new();
+    DONE.call_once(|| {
+        let dir = Path::new(TMP_BASE);
+        fs::create_dir_all(dir).expect("create the scratch dir");
+        let cfg = dir.join(format!("{}-native-only.json", std::process::id()));
+        fs::write(&cfg, r#"{"runtime": {"fallback": []}}"#).expect("write the config");
+        std::env::set_var("PROXMOX_LXCRI_CONFIG", &cfg);
+    });
+}
