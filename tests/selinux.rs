@@ -54,21 +54,6 @@ fn skip_without_selinux() -> bool {
     false
 }
 
-/// Every runtime call of this process runs with no delegate engine configured: a native failure
-/// must fail the test, not hand the container to crun/runc (which label it too, and would pass
-/// it). The config file is in the harness's scratch dir, named for this process (stale ones go
-/// with their dead owner's other scratch files).
-fn native_only() {
-    static DONE: std::sync::Once = std::sync::Once::new();
-    DONE.call_once(|| {
-        let dir = Path::new("/tmp/lxcri-test");
-        std::fs::create_dir_all(dir).unwrap();
-        let cfg = dir.join(format!("{}-selinux-native-only.json", std::process::id()));
-        std::fs::write(&cfg, r#"{"runtime": {"fallback": []}}"#).unwrap();
-        std::env::set_var("PROXMOX_LXCRI_CONFIG", &cfg);
-    });
-}
-
 /// The `security.selinux` xattr of `path` (the host's view, e.g. through /proc/PID/root).
 fn file_context(path: &Path) -> String {
     let name = CString::new("security.selinux").unwrap();
