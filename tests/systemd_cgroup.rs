@@ -79,6 +79,18 @@ fn scope_dir(slice_dir: &str, unit: &str) -> PathBuf {
     Path::new(CGROUP_MOUNT).join(slice_dir).join(unit)
 }
 
+/// Waits for the killed container to stop, deletes it, and checks that its scope's directory goes.
+#[track_caller]
+fn delete_stopped(c: &Container, dir: &Path) {
+    c.wait_status("stopped", CMD_TIMEOUT);
+    c.delete().assert_ok();
+    assert!(
+        wait_until(Duration::from_secs(10), || !dir.exists()),
+        "{} is still there after delete",
+        dir.display()
+    );
+}
+
 #[track_caller]
 fn read(p: &Path) -> String {
     fs::read_to_string(p)
@@ -186,13 +198,7 @@ fn the_scope_gets_the_container_its_limits_pause_update_and_goes_on_delete() {
     assert!(ps.stdout.contains(&pid.to_string()), "ps: {}", ps.stdout);
 
     c.kill(Some("KILL")).assert_ok();
-    c.wait_status("stopped", CMD_TIMEOUT);
-    c.delete().assert_ok();
-    assert!(
-        wait_until(Duration::from_secs(10), || !dir.exists()),
-        "{} is still there after delete",
-        dir.display()
-    );
+    delete_stopped(&c, &dir);
     let load = unit_prop(&unit, "LoadState");
     let active = unit_prop(&unit, "ActiveState");
     assert!(
@@ -325,11 +331,5 @@ fn a_nested_slice_holds_the_scope_and_exec_kill_all_and_stats_use_it() {
         dir.display(),
         fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default()
     );
-    c.wait_status("stopped", CMD_TIMEOUT);
-    c.delete().assert_ok();
-    assert!(
-        wait_until(Duration::from_secs(10), || !dir.exists()),
-        "{} is still there after delete",
-        dir.display()
-    );
+    delete_stopped(&c, &dir);
 }
