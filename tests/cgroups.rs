@@ -440,44 +440,11 @@ fn update_of_a_stopped_container_fails() {
 }
 
 /// `events --stats` once, parsed.
-fn stats(c: &Container) -> Value {
-    let v = json_of(&c.rt(&["events", "--stats", &c.id]));
-    assert_eq!(v["type"], "stats", "{v}");
-    assert_eq!(v["id"], c.id.as_str(), "{v}");
-    v["data"].clone()
-}
-
 #[test]
 fn events_stats_numbers_move_when_the_container_works() {
     assert_v1_host();
-    let mut c = Container::new();
-    c.set("/linux/resources/pids", json!({ "limit": 50 }))
-        .set("/linux/resources/memory", json!({ "limit": 256u64 << 20 }))
-        .sh("sleep 1000 & echo ready; while :; do :; done");
-    c.run_detached().assert_ok();
-    c.wait_container_stdout("ready", WAIT);
-    let a = stats(&c);
-    std::thread::sleep(Duration::from_secs(1));
-    let b = stats(&c);
-    let total = |v: &Value| v["cpu"]["usage"]["total"].as_u64().unwrap_or(0);
     // Tests run in parallel on two CPUs: ask for a tenth of the wall time only.
-    assert!(
-        total(&b) > total(&a) + 100_000_000,
-        "cpu time did not grow by 0.1 s in 1 s of a busy loop: {} -> {}",
-        total(&a),
-        total(&b)
-    );
-    assert_eq!(b["pids"]["current"], 2, "{}", b["pids"]);
-    assert_eq!(b["pids"]["limit"], 50, "{}", b["pids"]);
-    assert_eq!(
-        b["memory"]["usage"]["limit"],
-        256u64 << 20,
-        "{}",
-        b["memory"]
-    );
-    assert!(b["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0);
-    c.delete_force().assert_ok();
-    c.assert_no_debris(None);
+    assert_stats_move(Duration::from_secs(1), 100_000_000);
 }
 
 /// The object keys of `v` (one level) as a set.

@@ -99,3 +99,46 @@ pub fn assert_ticking_again(c: &Container, frozen_at: usize) {
         "no output after resume"
     );
 }
+
+/// `events --stats` of `c`: the record's `data`, after checking its type and id.
+pub fn stats(c: &Container) -> Value {
+    let out = c.rt(&["events", "--stats", &c.id]);
+    out.assert_ok();
+    let v: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"));
+    assert_eq!(v["type"], "stats", "{v}");
+    assert_eq!(v["id"], c.id.as_str(), "{v}");
+    v["data"].clone()
+}
+
+/// `events --stats` numbers follow the container: cpu time grows by at least `min_growth_ns`
+/// over `busy` of a busy loop, pids count the processes, memory shows its limit and a usage.
+pub fn assert_stats_move(busy: Duration, min_growth_ns: u64) {
+    let mut c = Container::new();
+    c.set("/linux/resources/pids", json!({ "limit": 50 }))
+        .set("/linux/resources/memory", json!({ "limit": 256u64 << 20 }))
+        .sh("sleep 1000 & echo ready; while :; do :; done");
+    c.run_detached().assert_ok();
+    c.wait_container_stdout("ready", super::WAIT);
+    let a = stats(&c);
+    std::thread::sleep(busy);
+    let b = stats(&c);
+    let total = |v: &Value| v["cpu"]["usage"]["total"].as_u64().unwrap_or(0);
+    assert!(
+        total(&b) > total(&a) + min_growth_ns,
+        "cpu time did not grow by {min_growth_ns} ns in {busy:?} of a busy loop: {} -> {}",
+        total(&a),
+        total(&b)
+    );
+    assert_eq!(b["pids"]["current"], 2, "{}", b["pids"]);
+    assert_eq!(b["pids"]["limit"], 50, "{}", b["pids"]);
+    assert_eq!(
+        b["memory"]["usage"]["limit"],
+        256u64 << 20,
+        "{}",
+        b["memory"]
+    );
+    assert!(b["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0);
+    c.delete_force().assert_ok();
+    c.assert_no_debris(None);
+}
