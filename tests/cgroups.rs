@@ -640,30 +640,3 @@ fn unified_keys_on_this_v1_host_are_refused() {
     let out = c.create();
     assert_refused(&c, &out, "linux.resources.unified");
 }
-
-#[test]
-fn systemd_cgroup_without_systemd_fails_clearly() {
-    let systemd = Path::new("/run/systemd/system").is_dir();
-    let mut c = Container::new();
-    c.set(
-        "/linux/cgroupsPath",
-        json!(format!("system.slice:lxcri:{}", c.id)),
-    )
-    .sh("true");
-    c.write_config();
-    let b = c.bundle.to_string_lossy().into_owned();
-    let out = c.rt(&["--systemd-cgroup", "create", "--bundle", &b, &c.id]);
-    out.assert_fail();
-    let want = if systemd {
-        "--systemd-cgroup"
-    } else {
-        "--systemd-cgroup: systemd is not running on this host"
-    };
-    check_our_message(&out, &format!("say {want:?}"), |e| e.contains(want));
-    c.assert_no_debris(None);
-    let slice = Path::new(CGROUP_MOUNT).join("pids/system.slice");
-    assert!(
-        !slice.join(format!("lxcri-{}.scope", c.id)).exists(),
-        "a systemd-style cgroup was made"
-    );
-}
