@@ -32,14 +32,46 @@ fn check_our_exit_code(out: &Out) {
     }
 }
 
+/// The command failed, with our exit code and (ours) an error message that does `what`.
+#[track_caller]
+fn assert_refused(out: &Out, what: &str, says: impl FnOnce(&str) -> bool) {
+    out.assert_fail();
+    check_our_exit_code(out);
+    check_our_message(out, what, says);
+}
+
+/// `create` failed cleanly (see [`assert_failed_cleanly`]), with our exit code and (ours) an error
+/// message that does `what`.
+#[track_caller]
+fn assert_create_refused(c: &Container, out: &Out, what: &str, says: impl FnOnce(&str) -> bool) {
+    assert_failed_cleanly(c, out);
+    check_our_exit_code(out);
+    check_our_message(out, what, says);
+}
+
+/// `create --bundle` on the bundle as it is on disk (no config.json written for it).
+#[track_caller]
+fn create_bundle_as_is(c: &Container) -> Out {
+    let b = c.bundle.to_string_lossy().into_owned();
+    c.rt(&["create", "--bundle", &b, &c.id])
+}
+
+/// Joining namespace `ns` at `path` fails cleanly, naming linux.namespaces.
+#[track_caller]
+fn joining_namespace_fails(mut c: Container, ns: &str, path: &Path) {
+    c.namespace(ns, Some(&path.to_string_lossy())).sh("true");
+    let out = c.create();
+    assert_create_refused(&c, &out, "name linux.namespaces", |e| {
+        e.contains("linux.namespaces")
+    });
+}
+
 #[test]
 fn missing_bundle_fails() {
     let c = Container::new();
     let missing = c.base.join("no-such-bundle");
     let out = c.rt(&["create", "--bundle", &missing.to_string_lossy(), &c.id]);
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    check_our_message(&out, "name the bundle path", |e| {
+    assert_create_refused(&c, &out, "name the bundle path", |e| {
         e.contains(&*missing.to_string_lossy())
     });
 }
@@ -48,11 +80,8 @@ fn missing_bundle_fails() {
 fn missing_config_json_fails() {
     let c = Container::new();
     // No write_config(): call the runtime directly.
-    let b = c.bundle.to_string_lossy().into_owned();
-    let out = c.rt(&["create", "--bundle", &b, &c.id]);
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    check_our_message(&out, "name config.json", |e| e.contains("config.json"));
+    let out = create_bundle_as_is(&c);
+    assert_create_refused(&c, &out, "name config.json", |e| e.contains("config.json"));
 }
 
 /// Whether `s` contains `<digits>:<digits>` or the word "line".
@@ -73,11 +102,8 @@ fn malformed_config_json_fails_naming_the_file_and_position() {
         "{\n  \"ociVersion\": \"1.0.2\",\n  \"process\": {,}\n}\n",
     )
     .unwrap();
-    let b = c.bundle.to_string_lossy().into_owned();
-    let out = c.rt(&["create", "--bundle", &b, &c.id]);
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    check_our_message(&out, "name config.json and the line/column", |e| {
+    let out = create_bundle_as_is(&c);
+    assert_create_refused(&c, &out, "name config.json and the line/column", |e| {
         e.contains("config.json") && mentions_a_position(e)
     });
 }
@@ -86,8 +112,7 @@ fn malformed_config_json_fails_naming_the_file_and_position() {
 fn config_json_of_the_wrong_shape_fails() {
     let c = Container::new();
     fs::write(c.bundle.join("config.json"), "[1, 2, 3]\n").unwrap();
-    let b = c.bundle.to_string_lossy().into_owned();
-    let out = c.rt(&["create", "--bundle", &b, &c.id]);
+    let out = create_bundle_as_is(&c);
     assert_failed_cleanly(&c, &out);
     check_our_exit_code(&out);
 }
@@ -101,9 +126,7 @@ fn unsupported_oci_version_fails_naming_oci_version() {
     let mut c = Container::new();
     c.set("/ociVersion", json!("2.0.0")).sh("true");
     let out = c.create();
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    assert!(out.stderr.contains("ociVersion"), "{out}");
+    assert_create_refused(&c, &out, "name ociVersion", |e| e.contains("ociVersion"));
 }
 
 #[test]
@@ -111,9 +134,7 @@ fn missing_rootfs_fails_naming_root_path() {
     let mut c = Container::new();
     c.set("/root/path", json!("no-such-rootfs")).sh("true");
     let out = c.create();
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    check_our_message(&out, "name root.path", |e| e.contains("root.path"));
+    assert_create_refused(&c, &out, "name root.path", |e| e.contains("root.path"));
 }
 
 #[test]
@@ -141,9 +162,7 @@ fn creating_a_duplicate_id_fails_and_keeps_the_first_container() {
     c.create().assert_ok();
     let pid = c.pid();
     let out = c.create();
-    out.assert_fail();
-    check_our_exit_code(&out);
-    check_our_message(&out, "say \"already exists\"", |e| {
+    assert_refused(&out, "say \"already exists\"", |e| {
         e.contains("already exists")
     });
     let st = c.state_json();
@@ -169,9 +188,7 @@ fn ids_with_a_slash_or_dot_dot_are_rejected() {
         "".to_string(),
     ] {
         let out = c.rt(&["create", "--bundle", &b, &bad]);
-        out.assert_fail();
-        check_our_exit_code(&out);
-        check_our_message(&out, "name the id", |e| e.contains("id"));
+        assert_refused(&out, "name the id", |e| e.contains("id"));
         let left = c.root_leftovers();
         assert!(left.is_empty(), "id {bad:?}: root dir has {left:?}");
     }
@@ -194,9 +211,7 @@ fn commands_on_an_unknown_container_fail_saying_it_does_not_exist() {
         vec!["delete", c.id.as_str()],
     ] {
         let out = c.rt(&args);
-        out.assert_fail();
-        check_our_exit_code(&out);
-        check_our_message(&out, "say \"does not exist\"", |e| {
+        assert_refused(&out, "say \"does not exist\"", |e| {
             e.contains("does not exist") && e.contains(&c.id)
         });
     }
@@ -222,9 +237,7 @@ fn an_unknown_signal_fails_naming_the_signal_and_leaves_the_container_running() 
     c.wait_container_stdout("started", WAIT);
     for sig in ["FOO", "SIGFOO", "99999", "-1"] {
         let out = c.kill(Some(sig));
-        out.assert_fail();
-        check_our_exit_code(&out);
-        check_our_message(&out, "name the signal", |e| e.contains(sig));
+        assert_refused(&out, "name the signal", |e| e.contains(sig));
     }
     assert_eq!(c.status(), "running");
 }
@@ -241,9 +254,9 @@ fn a_relative_mount_destination_fails_naming_the_mount() {
     c.add_mount(json!({ "destination": "data", "type": "tmpfs", "source": "tmpfs" }))
         .sh("true");
     let out = c.create();
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    assert!(out.stderr.contains("mounts[7].destination"), "{out}");
+    assert_create_refused(&c, &out, "name mounts[7].destination", |e| {
+        e.contains("mounts[7].destination")
+    });
 }
 
 /// A symlink in the rootfs pointing to a host dir must be resolved inside the
@@ -281,44 +294,23 @@ fn a_mount_destination_through_a_symlink_to_a_host_dir_stays_in_the_rootfs() {
 
 #[test]
 fn a_network_namespace_path_that_is_a_uts_namespace_fails() {
-    let mut c = Container::new();
-    let path = format!("/proc/{}/ns/uts", std::process::id());
-    c.namespace("network", Some(&path)).sh("true");
-    let out = c.create();
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    check_our_message(&out, "name linux.namespaces", |e| {
-        e.contains("linux.namespaces")
-    });
+    let uts = format!("/proc/{}/ns/uts", std::process::id());
+    joining_namespace_fails(Container::new(), "network", Path::new(&uts));
 }
 
 #[test]
 fn a_namespace_path_that_is_a_regular_file_fails() {
-    let mut c = Container::new();
+    let c = Container::new();
     let file = c.host.join("not-a-namespace");
     fs::write(&file, "").unwrap();
-    c.namespace("network", Some(&file.to_string_lossy()))
-        .sh("true");
-    let out = c.create();
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    check_our_message(&out, "name linux.namespaces", |e| {
-        e.contains("linux.namespaces")
-    });
+    joining_namespace_fails(c, "network", &file);
 }
 
 #[test]
 fn a_namespace_path_that_does_not_exist_fails() {
-    let mut c = Container::new();
+    let c = Container::new();
     let missing = c.host.join("no-such-ns");
-    c.namespace("ipc", Some(&missing.to_string_lossy()))
-        .sh("true");
-    let out = c.create();
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    check_our_message(&out, "name linux.namespaces", |e| {
-        e.contains("linux.namespaces")
-    });
+    joining_namespace_fails(c, "ipc", &missing);
 }
 
 #[test]
@@ -331,9 +323,7 @@ fn a_bind_mount_of_a_missing_source_fails_and_leaves_nothing() {
     }))
     .sh("true");
     let out = c.create();
-    assert_failed_cleanly(&c, &out);
-    check_our_exit_code(&out);
-    check_our_message(&out, "name the mount", |e| e.contains("mounts[7]"));
+    assert_create_refused(&c, &out, "name the mount", |e| e.contains("mounts[7]"));
 }
 
 /// A label the native engine cannot apply is never silently dropped: with no delegate engine

@@ -4,8 +4,9 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::fs;
+use std::path::{Path, PathBuf};
 
 /// Runs `script` after `setup`; returns (container, stdout). Panics on failure.
 fn run_sh(setup: impl FnOnce(&mut Container), script: &str) -> (Container, String) {
@@ -22,6 +23,22 @@ fn run_sh(setup: impl FnOnce(&mut Container), script: &str) -> (Container, Strin
 /// line.
 fn split_sections(out: &str) -> Vec<&str> {
     out.split("---\n").collect()
+}
+
+/// A bind mount of host path `src` at `dest`.
+fn bind(dest: &str, src: &Path, options: &[&str]) -> Value {
+    json!({
+        "destination": dest, "type": "bind",
+        "source": src.to_string_lossy(), "options": options
+    })
+}
+
+/// Creates and starts `c` and waits until it printed "started".
+#[track_caller]
+fn start_until_started(c: &Container) {
+    c.create().assert_ok();
+    c.start().assert_ok();
+    c.wait_container_stdout("started", WAIT);
 }
 
 fn mount_at<'a>(mounts: &'a [MountInfo], mp: &str) -> &'a MountInfo {
@@ -188,17 +205,23 @@ fn sysfs_is_mounted_read_only() {
     }
 }
 
+/// Makes `host/prop` a *shared* host tmpfs with an empty dir `sub` and rbind-mounts it at /prop
+/// in `c`; returns its path and the tmpfs (unmounted when dropped).
+fn bind_shared_prop(c: &mut Container) -> (PathBuf, HostTmpfs) {
+    let prop = c.host.join("prop");
+    let tmpfs = HostTmpfs::shared(&prop);
+    fs::create_dir(prop.join("sub")).unwrap();
+    c.add_mount(bind("/prop", &prop, &["rbind"]));
+    (prop, tmpfs)
+}
+
 /// Container with a bind mount at /prop of a *shared* host tmpfs at
 /// `host/prop`, and optionally `linux.rootfsPropagation`. Returns the
 /// container's mountinfo entries for `/` and `/prop`.
 fn propagation_tags(propagation: Option<&str>) -> (MountInfo, MountInfo) {
     let mut c = Container::new();
-    let _prop = HostTmpfs::shared(&c.host.join("prop"));
-    c.add_mount(json!({
-        "destination": "/prop", "type": "bind",
-        "source": c.host.join("prop").to_string_lossy(), "options": ["rbind"]
-    }))
-    .sh("cat /proc/self/mountinfo");
+    let _prop = bind_shared_prop(&mut c);
+    c.sh("cat /proc/self/mountinfo");
     if let Some(p) = propagation {
         c.rootfs_propagation(p);
     }
@@ -259,23 +282,15 @@ fn rootfs_propagation_private_is_not_recursive() {
 /// started reach the container unless propagation is private.
 fn sees_host_mount_made_after_start(propagation: Option<&str>) -> bool {
     let mut c = Container::new();
-    let prop = c.host.join("prop");
-    let _prop = HostTmpfs::shared(&prop);
-    fs::create_dir(prop.join("sub")).unwrap();
-    c.add_mount(json!({
-        "destination": "/prop", "type": "bind",
-        "source": prop.to_string_lossy(), "options": ["rbind"]
-    }))
-    .sh(
+    let (prop, _tmpfs) = bind_shared_prop(&mut c);
+    c.sh(
         "echo started; while [ ! -e /tmp/go ]; do sleep 0.02; done; \
          cat /prop/sub/marker 2>/dev/null || echo no-marker",
     );
     if let Some(p) = propagation {
         c.rootfs_propagation(p);
     }
-    c.create().assert_ok();
-    c.start().assert_ok();
-    c.wait_container_stdout("started", WAIT);
+    start_until_started(&c);
     let _sub = HostTmpfs::new(&prop.join("sub"));
     fs::write(prop.join("sub/marker"), "marker\n").unwrap();
     fs::write(c.rootfs.join("tmp/go"), "").unwrap();
@@ -303,22 +318,14 @@ fn host_mount_events_do_not_reach_an_rprivate_container() {
 #[test]
 fn rootfs_propagation_rshared_propagates_container_mounts_to_the_host() {
     let mut c = Container::new();
-    let prop = c.host.join("prop");
-    let _prop = HostTmpfs::shared(&prop);
-    fs::create_dir(prop.join("sub")).unwrap();
-    c.add_mount(json!({
-        "destination": "/prop", "type": "bind",
-        "source": prop.to_string_lossy(), "options": ["rbind"]
-    }))
-    .rootfs_propagation("rshared")
-    .capabilities(&["CAP_SYS_ADMIN", "CAP_KILL"])
-    .sh(
-        "mount -t tmpfs -o size=1m from-container /prop/sub && echo mounted; \
-         echo started; while [ ! -e /tmp/go ]; do sleep 0.02; done",
-    );
-    c.create().assert_ok();
-    c.start().assert_ok();
-    c.wait_container_stdout("started", WAIT);
+    let (prop, _tmpfs) = bind_shared_prop(&mut c);
+    c.rootfs_propagation("rshared")
+        .capabilities(&["CAP_SYS_ADMIN", "CAP_KILL"])
+        .sh(
+            "mount -t tmpfs -o size=1m from-container /prop/sub && echo mounted; \
+             echo started; while [ ! -e /tmp/go ]; do sleep 0.02; done",
+        );
+    start_until_started(&c);
     assert!(c.container_stdout().contains("mounted"));
     let on_host = host_mounts_mentioning(&prop.join("sub"));
     fs::write(c.rootfs.join("tmp/go"), "").unwrap();
@@ -367,15 +374,12 @@ fn bind_mount_with_ro_is_visible_and_read_only() {
     let src = c.host.join("data");
     fs::create_dir(&src).unwrap();
     fs::write(src.join("hello"), "hello from host\n").unwrap();
-    c.add_mount(json!({
-        "destination": "/data", "type": "bind",
-        "source": src.to_string_lossy(), "options": ["bind", "ro"]
-    }))
-    .readonly(false)
-    .sh(
-        "cat /data/hello; touch /data/new 2>/dev/null && echo wrote; \
-         echo ---; cat /proc/self/mountinfo",
-    );
+    c.add_mount(bind("/data", &src, &["bind", "ro"]))
+        .readonly(false)
+        .sh(
+            "cat /data/hello; touch /data/new 2>/dev/null && echo wrote; \
+             echo ---; cat /proc/self/mountinfo",
+        );
     let out = c.run();
     out.assert_ok();
     let s = split_sections(&out.stdout);
@@ -392,11 +396,8 @@ fn bind_mount_rw_writes_reach_the_host() {
     let mut c = Container::new();
     let src = c.host.join("data");
     fs::create_dir(&src).unwrap();
-    c.add_mount(json!({
-        "destination": "/mnt/data", "type": "bind",
-        "source": src.to_string_lossy(), "options": ["rbind", "rw"]
-    }))
-    .sh("echo from-container > /mnt/data/new");
+    c.add_mount(bind("/mnt/data", &src, &["rbind", "rw"]))
+        .sh("echo from-container > /mnt/data/new");
     c.run().assert_ok();
     assert_eq!(
         fs::read_to_string(src.join("new")).unwrap(),
@@ -409,11 +410,8 @@ fn bind_mount_of_a_file() {
     let mut c = Container::new();
     let src = c.host.join("hosts");
     fs::write(&src, "127.0.0.1 bound\n").unwrap();
-    c.add_mount(json!({
-        "destination": "/etc/hosts", "type": "bind",
-        "source": src.to_string_lossy(), "options": ["bind", "ro"]
-    }))
-    .sh("cat /etc/hosts");
+    c.add_mount(bind("/etc/hosts", &src, &["bind", "ro"]))
+        .sh("cat /etc/hosts");
     let out = c.run();
     out.assert_ok();
     assert_eq!(out.stdout, "127.0.0.1 bound\n");
@@ -475,32 +473,27 @@ fn tree_with_submount(c: &Container) -> HostTmpfs {
     sub
 }
 
-#[test]
-fn rbind_mount_is_recursive() {
+/// Runs `script` with the tree of [`tree_with_submount`] bound at /tree with `option`; its stdout.
+fn run_with_tree_bound(option: &str, script: &str) -> String {
     let mut c = Container::new();
     let _sub = tree_with_submount(&c);
-    c.add_mount(json!({
-        "destination": "/tree", "type": "bind",
-        "source": c.host.join("tree").to_string_lossy(), "options": ["rbind"]
-    }))
-    .sh("ls /tree; cat /tree/sub/marker");
+    c.add_mount(bind("/tree", &c.host.join("tree"), &[option]))
+        .sh(script);
     let out = c.run();
     out.assert_ok();
-    assert_eq!(out.stdout, "sub\ntop\nin submount\n");
+    out.stdout
+}
+
+#[test]
+fn rbind_mount_is_recursive() {
+    let out = run_with_tree_bound("rbind", "ls /tree; cat /tree/sub/marker");
+    assert_eq!(out, "sub\ntop\nin submount\n");
 }
 
 #[test]
 fn bind_mount_without_r_is_not_recursive() {
-    let mut c = Container::new();
-    let _sub = tree_with_submount(&c);
-    c.add_mount(json!({
-        "destination": "/tree", "type": "bind",
-        "source": c.host.join("tree").to_string_lossy(), "options": ["bind"]
-    }))
-    .sh("ls /tree; ls -A /tree/sub | wc -l");
-    let out = c.run();
-    out.assert_ok();
-    assert_eq!(out.stdout, "sub\ntop\n0\n");
+    let out = run_with_tree_bound("bind", "ls /tree; ls -A /tree/sub | wc -l");
+    assert_eq!(out, "sub\ntop\n0\n");
 }
 
 #[test]
@@ -508,17 +501,12 @@ fn mounts_are_not_visible_on_the_host() {
     let mut c = Container::new();
     let src = c.host.join("data");
     fs::create_dir(&src).unwrap();
-    c.add_mount(json!({
-        "destination": "/data", "type": "bind",
-        "source": src.to_string_lossy(), "options": ["rbind"]
-    }))
-    .add_mount(json!({
-        "destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": []
-    }))
-    .sh("echo started; sleep 100");
-    c.create().assert_ok();
-    c.start().assert_ok();
-    c.wait_container_stdout("started", WAIT);
+    c.add_mount(bind("/data", &src, &["rbind"]))
+        .add_mount(json!({
+            "destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": []
+        }))
+        .sh("echo started; sleep 100");
+    start_until_started(&c);
     let leaked = c.host_mounts();
     assert!(
         leaked.is_empty(),

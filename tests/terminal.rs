@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::console::ConsoleSocket;
+use common::console::{ConsoleSocket, Pty};
 use common::*;
 use serde_json::json;
 use std::fs;
@@ -25,10 +25,38 @@ fn terminal_container(c: &mut Container) {
         .sh(TTY_REPORT);
 }
 
-/// Asserts what `TTY_REPORT` printed before "ready" (pty line ends are \r\n).
+/// Lines of pty output, without the `\r` of the pty's line ends.
+fn pty_lines(output: &str) -> Vec<&str> {
+    output.lines().map(|l| l.trim_end_matches('\r')).collect()
+}
+
+/// `create --console-socket` of `c`, which must succeed; the pty master sent over the socket.
+#[track_caller]
+fn create_with_console_socket(c: &Container) -> Pty {
+    let sock = ConsoleSocket::new(&c.host);
+    c.create_with(&["--console-socket", &sock.path_str()])
+        .assert_ok();
+    sock.receive(WAIT)
+}
+
+/// `create --console-socket SOCK` fails and leaves nothing behind; ours' error does `what`.
+#[track_caller]
+fn create_with_console_socket_fails(
+    c: &Container,
+    sock: &str,
+    what: &str,
+    says: impl FnOnce(&str) -> bool,
+) {
+    let out = c.create_with(&["--console-socket", sock]);
+    out.assert_fail();
+    check_our_message(&out, what, says);
+    c.assert_no_debris(None);
+}
+
+/// Asserts what `TTY_REPORT` printed before "ready".
 #[track_caller]
 fn assert_tty_report(output: &str, size: &str) {
-    let lines: Vec<&str> = output.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let lines = pty_lines(output);
     let ready = lines
         .iter()
         .position(|l| *l == "ready")
@@ -54,10 +82,7 @@ fn assert_tty_report(output: &str, size: &str) {
 fn create_sends_the_pty_master_over_the_console_socket() {
     let mut c = Container::new();
     terminal_container(&mut c);
-    let sock = ConsoleSocket::new(&c.host);
-    c.create_with(&["--console-socket", &sock.path_str()])
-        .assert_ok();
-    let mut pty = sock.receive(WAIT);
+    let mut pty = create_with_console_socket(&c);
     assert_eq!(c.status(), "created");
     c.start().assert_ok();
     let out = pty.read_until("ready", WAIT);
@@ -79,13 +104,10 @@ fn the_pty_lives_in_the_container_devpts() {
     let mut c = Container::new();
     c.set("/process/terminal", json!(true))
         .sh("tty; ls -1 /dev/pts; echo done; sleep 1000");
-    let sock = ConsoleSocket::new(&c.host);
-    c.create_with(&["--console-socket", &sock.path_str()])
-        .assert_ok();
-    let mut pty = sock.receive(WAIT);
+    let mut pty = create_with_console_socket(&c);
     c.start().assert_ok();
     let out = pty.read_until("done", WAIT);
-    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let lines = pty_lines(&out);
     // A fresh devpts instance: the container's pty is its first.
     assert_eq!(lines[0], "/dev/pts/0", "{out:?}");
     assert!(lines[1..].contains(&"ptmx"), "{out:?}");
@@ -110,10 +132,7 @@ fn without_console_size_the_window_is_zero_sized() {
     let mut c = Container::new();
     c.set("/process/terminal", json!(true))
         .sh("stty size 2>&1 || true; echo done");
-    let sock = ConsoleSocket::new(&c.host);
-    c.create_with(&["--console-socket", &sock.path_str()])
-        .assert_ok();
-    let mut pty = sock.receive(WAIT);
+    let mut pty = create_with_console_socket(&c);
     c.start().assert_ok();
     let out = pty.read_until("done", WAIT);
     assert!(!out.contains("33 111"), "{out:?}");
@@ -149,7 +168,7 @@ fn exec_tty_with_console_socket() {
         .expect("TIOCSWINSZ on the master");
     pty.write("typed\n");
     let out = pty.read_until("has-controlling-tty", WAIT);
-    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let lines = pty_lines(&out);
     let got = lines
         .iter()
         .position(|l| *l == "got:typed")
@@ -248,12 +267,8 @@ fn run_with_terminal_attaches_the_callers_terminal() {
 fn create_with_a_console_socket_that_does_not_exist_fails_cleanly() {
     let mut c = Container::new();
     terminal_container(&mut c);
-    let missing = c.host.join("no-such.sock");
-    let m = missing.to_string_lossy().into_owned();
-    let out = c.create_with(&["--console-socket", &m]);
-    out.assert_fail();
-    check_our_message(&out, "name the socket path", |e| e.contains(&m));
-    c.assert_no_debris(None);
+    let m = c.host.join("no-such.sock").to_string_lossy().into_owned();
+    create_with_console_socket_fails(&c, &m, "name the socket path", |e| e.contains(&m));
 }
 
 #[test]
@@ -263,12 +278,9 @@ fn create_with_a_console_socket_that_is_a_regular_file_fails_cleanly() {
     let file = c.host.join("not-a-socket");
     fs::write(&file, "").unwrap();
     let f = file.to_string_lossy().into_owned();
-    let out = c.create_with(&["--console-socket", &f]);
-    out.assert_fail();
-    check_our_message(&out, "say it is not a socket", |e| {
+    create_with_console_socket_fails(&c, &f, "say it is not a socket", |e| {
         e.contains(&f) && e.contains("socket")
     });
-    c.assert_no_debris(None);
     assert_eq!(
         fs::read_to_string(&file).unwrap(),
         "",
@@ -297,12 +309,9 @@ fn create_with_console_socket_but_no_terminal_is_rejected() {
     let mut c = Container::new();
     c.sh("true");
     let sock = ConsoleSocket::new(&c.host);
-    let out = c.create_with(&["--console-socket", &sock.path_str()]);
-    out.assert_fail();
-    check_our_message(&out, "name process.terminal", |e| {
+    create_with_console_socket_fails(&c, &sock.path_str(), "name process.terminal", |e| {
         e.contains("process.terminal")
     });
-    c.assert_no_debris(None);
     assert!(!sock.try_accept(), "the runtime connected anyway");
 }
 
@@ -315,26 +324,23 @@ fn create_with_a_stale_console_socket_fails_cleanly() {
     let path = c.host.join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let p = path.to_string_lossy().into_owned();
-    let out = c.create_with(&["--console-socket", &p]);
-    out.assert_fail();
-    check_our_message(&out, "name the socket path", |e| e.contains(&p));
-    c.assert_no_debris(None);
+    create_with_console_socket_fails(&c, &p, "name the socket path", |e| e.contains(&p));
 }
 
 #[test]
 fn exec_tty_with_a_bad_console_socket_fails_cleanly() {
     let mut c = Container::new();
     let init = c.start_idle();
-    let missing = c.host.join("no-such.sock");
-    let m = missing.to_string_lossy().into_owned();
-    let out = c.exec_in(&["-t", "-d", "--console-socket", &m], &["true"]);
-    out.assert_fail();
-    check_our_message(&out, "name the socket path", |e| e.contains(&m));
     let file = c.host.join("plain-file");
     fs::write(&file, "").unwrap();
-    let f = file.to_string_lossy().into_owned();
-    let out = c.exec_in(&["-t", "-d", "--console-socket", &f], &["true"]);
-    out.assert_fail();
-    check_our_message(&out, "say it is not a socket", |e| e.contains(&f));
+    for (sock, what) in [
+        (c.host.join("no-such.sock"), "name the socket path"),
+        (file, "say it is not a socket"),
+    ] {
+        let s = sock.to_string_lossy();
+        let out = c.exec_in(&["-t", "-d", "--console-socket", &s], &["true"]);
+        out.assert_fail();
+        check_our_message(&out, what, |e| e.contains(&*s));
+    }
     assert_eq!(c.cgroup_procs("pids"), [init]);
 }

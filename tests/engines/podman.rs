@@ -1,6 +1,8 @@
 //! podman scenarios: what a podman user does, checked by what the container and the host see.
 
+use crate::common::Out;
 use crate::harness::{cgroup_file, ns_of, podman::ulimits, pty, read_trimmed, Podman, Rt, IMAGE};
+use std::path::Path;
 
 /// Lines of `text`, trimmed.
 fn lines(text: &str) -> Vec<&str> {
@@ -13,6 +15,58 @@ fn cap_set(status: &str, field: &str) -> u64 {
     let hex = crate::common::status_field(status, field)
         .unwrap_or_else(|| panic!("no {field} in:\n{status}"));
     u64::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("bad {field} {hex:?}"))
+}
+
+/// `podman run --rm FLAGS... IMAGE CMD...`, which must succeed.
+#[track_caller]
+fn run_rm_ok(p: &Podman, flags: &[&str], cmd: &[&str]) -> Out {
+    let out = p.run(&[&["--rm"], flags, &[IMAGE], cmd].concat());
+    assert!(out.ok(), "podman run --rm failed:\n{out}");
+    out
+}
+
+/// `podman run -d FLAGS... IMAGE CMD...`, which must succeed; the container's id.
+#[track_caller]
+fn run_detached(p: &Podman, flags: &[&str], cmd: &[&str]) -> String {
+    let out = p.run(&[&["-d"], flags, &[IMAGE], cmd].concat());
+    assert!(out.ok(), "podman run -d failed:\n{out}");
+    out.stdout.trim().to_string()
+}
+
+/// Removes container `id` without waiting for it to stop, then everything else, and checks that
+/// nothing is left.
+#[track_caller]
+fn force_rm_and_check(p: &Podman, id: &str) {
+    p.ok(&["rm", "--force", "--time", "0", id]);
+    p.remove_all_and_check();
+}
+
+/// The cgroup file at `path` holds `want`.
+#[track_caller]
+fn assert_cgroup(path: &Path, want: &str) {
+    assert_eq!(read_trimmed(path), want, "{}", path.display());
+}
+
+/// Runs `podman ARGS...` (an interactive `sh`) on a real terminal and types a script that ends with
+/// `exit CODE`: the exit code comes back and the shell's stdin was a pty of the container's devpts
+/// sized like the outer terminal.
+#[track_caller]
+fn check_on_terminal(p: &Podman, args: &[&str], code: i32) {
+    let out = pty::run(
+        "/usr/bin/env",
+        &p.conf.argv(args),
+        &format!("tty; stty size; echo $((6*7)); exit {code}\n"),
+        &p.env.path("io"),
+    );
+    assert_eq!(out.code, code, "exit code through the terminal:\n{out}");
+    let l = pty::lines(&out);
+    let size = format!("{} {}", pty::ROWS, pty::COLS);
+    for want in ["/dev/pts/0", size.as_str(), "42"] {
+        assert!(
+            l.iter().any(|x| x == want),
+            "no line {want:?} on the terminal:\n{out}"
+        );
+    }
 }
 
 scenario!(run_rm);
@@ -48,15 +102,8 @@ scenario!(detached_exec_stop_kill_rm);
 /// (SIGTERM reaches the process's trap), `start` again, `kill` (SIGKILL), `rm`.
 fn detached_exec_stop_kill_rm(rt: Rt) {
     let p = Podman::new(rt);
-    let out = p.run(&[
-        "-d",
-        IMAGE,
-        "sh",
-        "-c",
-        "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.1; done",
-    ]);
-    assert!(out.ok(), "podman run -d failed:\n{out}");
-    let id = out.stdout.trim().to_string();
+    let script = "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.1; done";
+    let id = run_detached(&p, &[], &["sh", "-c", script]);
     p.wait_logs(&id, "ready");
     assert_eq!(p.inspect(&id, "{{.State.Status}}"), "running");
 
@@ -123,24 +170,8 @@ scenario!(run_it);
 fn run_it(rt: Rt) {
     let p = Podman::new(rt);
     let parent = format!("--cgroup-parent={}", p.env.cgroup_parent());
-    let argv = p
-        .conf
-        .argv(&["run", "-it", "--rm", "--network=none", &parent, IMAGE, "sh"]);
-    let out = pty::run(
-        "/usr/bin/env",
-        &argv,
-        "tty; stty size; echo $((6*7)); exit 3\n",
-        &p.env.path("io"),
-    );
-    assert_eq!(out.code, 3, "exit code through the terminal:\n{out}");
-    let l = pty::lines(&out);
-    let size = format!("{} {}", pty::ROWS, pty::COLS);
-    for want in ["/dev/pts/0", size.as_str(), "42"] {
-        assert!(
-            l.iter().any(|x| x == want),
-            "no line {want:?} on the terminal:\n{out}"
-        );
-    }
+    let args = ["run", "-it", "--rm", "--network=none", &parent, IMAGE, "sh"];
+    check_on_terminal(&p, &args, 3);
     p.remove_all_and_check();
 }
 
@@ -149,27 +180,9 @@ scenario!(exec_it);
 /// devpts, sized like the outer terminal.
 fn exec_it(rt: Rt) {
     let p = Podman::new(rt);
-    let out = p.run(&["-d", IMAGE, "sleep", "1000"]);
-    assert!(out.ok(), "{out}");
-    let id = out.stdout.trim().to_string();
-    let argv = p.conf.argv(&["exec", "-it", &id, "sh"]);
-    let out = pty::run(
-        "/usr/bin/env",
-        &argv,
-        "tty; stty size; echo $((6*7)); exit 4\n",
-        &p.env.path("io"),
-    );
-    assert_eq!(out.code, 4, "exit code through the terminal:\n{out}");
-    let l = pty::lines(&out);
-    let size = format!("{} {}", pty::ROWS, pty::COLS);
-    for want in ["/dev/pts/0", size.as_str(), "42"] {
-        assert!(
-            l.iter().any(|x| x == want),
-            "no line {want:?} on the terminal:\n{out}"
-        );
-    }
-    p.ok(&["rm", "--force", "--time", "0", &id]);
-    p.remove_all_and_check();
+    let id = run_detached(&p, &[], &["sleep", "1000"]);
+    check_on_terminal(&p, &["exec", "-it", &id, "sh"], 4);
+    force_rm_and_check(&p, &id);
 }
 
 scenario!(pause_unpause);
@@ -177,21 +190,14 @@ scenario!(pause_unpause);
 /// `unpause` thaws it.
 fn pause_unpause(rt: Rt) {
     let p = Podman::new(rt);
-    let out = p.run(&[
-        "-d",
-        IMAGE,
-        "sh",
-        "-c",
-        "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done",
-    ]);
-    assert!(out.ok(), "{out}");
-    let id = out.stdout.trim().to_string();
+    let script = "i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done";
+    let id = run_detached(&p, &[], &["sh", "-c", script]);
     p.wait_logs(&id, "tick 3");
     let freezer = cgroup_file(p.pid(&id), "freezer", "freezer.state");
 
     p.ok(&["pause", &id]);
     assert_eq!(p.inspect(&id, "{{.State.Status}}"), "paused");
-    assert_eq!(read_trimmed(&freezer), "FROZEN");
+    assert_cgroup(&freezer, "FROZEN");
     let ticks = |p: &Podman| p.ok(&["logs", &id]).lines().count();
     let before = ticks(&p);
     std::thread::sleep(std::time::Duration::from_millis(500));
@@ -199,11 +205,10 @@ fn pause_unpause(rt: Rt) {
 
     p.ok(&["unpause", &id]);
     assert_eq!(p.inspect(&id, "{{.State.Status}}"), "running");
-    assert_eq!(read_trimmed(&freezer), "THAWED");
+    assert_cgroup(&freezer, "THAWED");
     p.wait_logs(&id, &format!("tick {}", before + 3));
 
-    p.ok(&["rm", "--force", "--time", "0", &id]);
-    p.remove_all_and_check();
+    force_rm_and_check(&p, &id);
 }
 
 scenario!(memory_pids_limits);
@@ -211,26 +216,16 @@ scenario!(memory_pids_limits);
 /// inside.
 fn memory_pids_limits(rt: Rt) {
     let p = Podman::new(rt);
-    let out = p.run(&[
-        "-d",
-        "--memory",
-        "64m",
-        "--pids-limit",
-        "77",
-        IMAGE,
-        "sh",
-        "-c",
-        "echo mem $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); \
-         echo pids $(cat /sys/fs/cgroup/pids/pids.max); echo ready; sleep 1000",
-    ]);
-    assert!(out.ok(), "{out}");
-    let id = out.stdout.trim().to_string();
+    let script = "echo mem $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); \
+                  echo pids $(cat /sys/fs/cgroup/pids/pids.max); echo ready; sleep 1000";
+    let limits = ["--memory", "64m", "--pids-limit", "77"];
+    let id = run_detached(&p, &limits, &["sh", "-c", script]);
     p.wait_logs(&id, "ready");
     let pid = p.pid(&id);
     let mem = cgroup_file(pid, "memory", "memory.limit_in_bytes");
     let pids = cgroup_file(pid, "pids", "pids.max");
-    assert_eq!(read_trimmed(&mem), "67108864", "{}", mem.display());
-    assert_eq!(read_trimmed(&pids), "77", "{}", pids.display());
+    assert_cgroup(&mem, "67108864");
+    assert_cgroup(&pids, "77");
     assert!(
         mem.to_string_lossy().contains(&p.env.name),
         "the container's cgroup {} is not below --cgroup-parent",
@@ -240,8 +235,7 @@ fn memory_pids_limits(rt: Rt) {
     let l = lines(&logs);
     assert!(l.contains(&"mem 67108864"), "inside view:\n{logs}");
     assert!(l.contains(&"pids 77"), "inside view:\n{logs}");
-    p.ok(&["rm", "--force", "--time", "0", &id]);
-    p.remove_all_and_check();
+    force_rm_and_check(&p, &id);
 }
 
 scenario!(update);
@@ -249,50 +243,30 @@ scenario!(update);
 /// container in place and leaves the others alone.
 fn update(rt: Rt) {
     let p = Podman::new(rt);
-    let out = p.run(&[
-        "-d",
-        "--memory",
-        "64m",
-        "--pids-limit",
-        "77",
-        IMAGE,
-        "sleep",
-        "1000",
-    ]);
-    assert!(out.ok(), "{out}");
-    let id = out.stdout.trim().to_string();
+    let limits = ["--memory", "64m", "--pids-limit", "77"];
+    let id = run_detached(&p, &limits, &["sleep", "1000"]);
     let pid = p.pid(&id);
     let mem = cgroup_file(pid, "memory", "memory.limit_in_bytes");
     let shares = cgroup_file(pid, "cpu", "cpu.shares");
     let pids = cgroup_file(pid, "pids", "pids.max");
-    assert_eq!(read_trimmed(&mem), "67108864", "{}", mem.display());
+    assert_cgroup(&mem, "67108864");
 
     p.ok(&["update", "--memory", "96m", "--cpu-shares", "512", &id]);
-    assert_eq!(read_trimmed(&mem), "100663296", "{}", mem.display());
-    assert_eq!(read_trimmed(&shares), "512", "{}", shares.display());
-    assert_eq!(read_trimmed(&pids), "77", "{}", pids.display());
+    assert_cgroup(&mem, "100663296");
+    assert_cgroup(&shares, "512");
+    assert_cgroup(&pids, "77");
     assert_eq!(p.inspect(&id, "{{.State.Status}}"), "running");
 
-    p.ok(&["rm", "--force", "--time", "0", &id]);
-    p.remove_all_and_check();
+    force_rm_and_check(&p, &id);
 }
 
 scenario!(user);
 /// `--user uid:gid` and `--group-add`: the process's ids, and the owner of what it creates.
 fn user(rt: Rt) {
     let p = Podman::new(rt);
-    let out = p.run(&[
-        "--rm",
-        "--user",
-        "1234:5678",
-        "--group-add",
-        "4242",
-        IMAGE,
-        "sh",
-        "-c",
-        "id -u; id -g; id -G; touch /tmp/f; stat -c %u:%g /tmp/f",
-    ]);
-    assert!(out.ok(), "{out}");
+    let script = "id -u; id -g; id -G; touch /tmp/f; stat -c %u:%g /tmp/f";
+    let ids = ["--user", "1234:5678", "--group-add", "4242"];
+    let out = run_rm_ok(&p, &ids, &["sh", "-c", script]);
     let l = lines(&out.stdout);
     assert_eq!(l.len(), 4, "{out}");
     assert_eq!(l[0], "1234", "{out}");
@@ -310,16 +284,9 @@ scenario!(read_only);
 /// `--read-only`: the root is mounted read-only, podman's /tmp tmpfs stays writable.
 fn read_only(rt: Rt) {
     let p = Podman::new(rt);
-    let out = p.run(&[
-        "--rm",
-        "--read-only",
-        IMAGE,
-        "sh",
-        "-c",
-        "touch /rootfile && echo root-writable; touch /tmp/f && echo tmp-writable; \
-         awk '$5 == \"/\" { print \"root-options\", $6 }' /proc/self/mountinfo",
-    ]);
-    assert!(out.ok(), "{out}");
+    let script = "touch /rootfile && echo root-writable; touch /tmp/f && echo tmp-writable; \
+                  awk '$5 == \"/\" { print \"root-options\", $6 }' /proc/self/mountinfo";
+    let out = run_rm_ok(&p, &["--read-only"], &["sh", "-c", script]);
     let l = lines(&out.stdout);
     assert!(!l.contains(&"root-writable"), "{out}");
     assert!(out.stderr.contains("Read-only file system"), "{out}");
@@ -346,8 +313,7 @@ fn cap_drop(rt: Rt) {
     let kill = 1u64 << 5;
     let net_bind = 1u64 << 10;
 
-    let out = p.run(&["--rm", "--cap-drop", "CAP_CHOWN", IMAGE, "sh", "-c", script]);
-    assert!(out.ok(), "{out}");
+    let out = run_rm_ok(&p, &["--cap-drop", "CAP_CHOWN"], &["sh", "-c", script]);
     for set in ["CapEff", "CapPrm", "CapBnd"] {
         let v = cap_set(&out.stdout, set);
         assert_eq!(v & chown, 0, "{set} still has CAP_CHOWN:\n{out}");
@@ -355,18 +321,8 @@ fn cap_drop(rt: Rt) {
     }
     assert!(!out.stdout.contains("chown-ok"), "{out}");
 
-    let out = p.run(&[
-        "--rm",
-        "--cap-drop",
-        "all",
-        "--cap-add",
-        "CAP_NET_BIND_SERVICE",
-        IMAGE,
-        "sh",
-        "-c",
-        script,
-    ]);
-    assert!(out.ok(), "{out}");
+    let only_net_bind = ["--cap-drop", "all", "--cap-add", "CAP_NET_BIND_SERVICE"];
+    let out = run_rm_ok(&p, &only_net_bind, &["sh", "-c", script]);
     for set in ["CapEff", "CapPrm", "CapBnd"] {
         assert_eq!(cap_set(&out.stdout, set), net_bind, "{set}:\n{out}");
     }
@@ -465,8 +421,7 @@ fn hooks(rt: Rt) {
         )
         .expect("write hook");
     }
-    let out = p.run(&["--rm", IMAGE, "echo", "hooked"]);
-    assert!(out.ok(), "{out}");
+    let out = run_rm_ok(&p, &[], &["echo", "hooked"]);
     assert_eq!(out.stdout.trim(), "hooked", "{out}");
     let id = p
         .env
