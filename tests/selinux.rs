@@ -6,11 +6,12 @@
 //! A separate target from tests/lsm.rs because it needs its own boot: a kernel runs one major LSM,
 //! and the Debian guest boots with AppArmor for lsm.rs. `scripts/test-guest selinux` boots it with
 //! SELinux instead (`lsm=...,selinux`), mounts selinuxfs and loads Debian's default reference
-//! policy (selinux-policy-default) in permissive mode. Permissive means the policy's denials are
-//! logged, not enforced: these tests prove the runtime gives processes and mounts the contexts
-//! asked for (the kernel validates them against the loaded policy and assigns them exactly as in
-//! enforcing mode), not that a given policy confines a container (Debian's reference policy has
-//! no container module; that is the policy's job, e.g. container-selinux on Fedora).
+//! policy (selinux-policy-default), enforcing. The tests prove the runtime gives processes and
+//! mounts the contexts asked for, as the kernel validates and enforces them; not that a given
+//! policy confines a container (Debian's reference policy has no container module; that is the
+//! policy's job, e.g. container-selinux on Fedora). That policy allows no domain change under
+//! no_new_privs (`nnp_transition`), so the label tests turn noNewPrivileges off, and one test
+//! shows the refusal with it on.
 //! Where SELinux is not enabled (this host) every test here says so loudly and returns; the
 //! refusals for that case are in tests/lsm.rs.
 
@@ -22,9 +23,11 @@ use std::ffi::CString;
 use std::path::Path;
 
 /// Types of Debian's default reference policy (MCS: the categories are what keeps containers
-/// apart in container policies; here they show the whole context is passed through).
-const PROCESS_LABEL: &str = "system_u:system_r:unconfined_t:s0:c1,c2";
-const EXEC_LABEL: &str = "system_u:system_r:initrc_t:s0:c3,c4";
+/// apart in container policies; here they show the whole context is passed through). Enforcing,
+/// the runtime (the guest's kernel_t) may enter init_t, which may run files of any filesystem
+/// type (the bundle's tmpfs); the exec label differs in its categories.
+const PROCESS_LABEL: &str = "system_u:system_r:init_t:s0:c1,c2";
+const EXEC_LABEL: &str = "system_u:system_r:init_t:s0:c3,c4";
 const MOUNT_LABEL: &str = "system_u:object_r:tmp_t:s0:c1,c2";
 /// Well formed, but no such type in the policy.
 const UNKNOWN_PROCESS_LABEL: &str = "system_u:system_r:lxcri_no_such_t:s0";
@@ -84,6 +87,7 @@ fn the_selinux_label_is_the_context_of_the_container_process_and_of_exec() {
     for (uid, gid) in [(0, 0), (1000, 1000)] {
         let mut c = Container::new();
         c.set("/process/selinuxLabel", json!(PROCESS_LABEL))
+            .set("/process/noNewPrivileges", json!(false))
             .user(uid, gid)
             .sh(SHOW_CONTEXT);
         let out = c.run();
@@ -97,7 +101,8 @@ fn the_selinux_label_is_the_context_of_the_container_process_and_of_exec() {
 
     // exec: the container's label, or --process-label's.
     let mut c = Container::new();
-    c.set("/process/selinuxLabel", json!(PROCESS_LABEL));
+    c.set("/process/selinuxLabel", json!(PROCESS_LABEL))
+        .set("/process/noNewPrivileges", json!(false));
     let pid = c.start_idle();
     let init = std::fs::read_to_string(format!("/proc/{pid}/attr/current")).unwrap();
     assert_eq!(init.trim_end_matches(['\0', '\n']), PROCESS_LABEL);
@@ -136,6 +141,38 @@ fn the_selinux_label_is_the_context_of_the_container_process_and_of_exec() {
     });
     assert!(!marker.exists(), "the exec'd process ran");
     assert_eq!(c.status(), "running");
+}
+
+/// Enforcing: the kernel lets a no_new_privs process change domains only where the policy allows
+/// it (`nnp_transition`), and Debian's reference policy has no such rule for these domains: the
+/// container's execve is refused, and the error says why and what to change.
+#[test]
+fn under_no_new_privileges_a_transition_the_policy_refuses_fails_saying_why() {
+    if skip_without_selinux() {
+        return;
+    }
+    let enforce = std::fs::read_to_string("/sys/fs/selinux/enforce").unwrap_or_default();
+    if enforce.trim() != "1" {
+        eprintln!(
+            "SKIP (LOUD): SELinux is permissive here, nothing is refused; scripts/test-guest \
+             selinux boots it enforcing"
+        );
+        return;
+    }
+    let mut c = Container::new();
+    c.set("/process/selinuxLabel", json!(PROCESS_LABEL))
+        .set("/process/noNewPrivileges", json!(true))
+        .sh("echo ran");
+    let out = c.run();
+    out.assert_fail();
+    assert!(!out.stdout.contains("ran"), "the container ran:\n{out}");
+    check_our_message(&out, "name the label and noNewPrivileges", |e| {
+        e.contains("process.selinuxLabel")
+            && e.contains(PROCESS_LABEL)
+            && e.contains("noNewPrivileges")
+            && e.contains("nnp_transition")
+    });
+    c.assert_no_debris(None);
 }
 
 #[test]

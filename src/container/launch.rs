@@ -125,6 +125,14 @@ impl Launch {
             }
         }
         match nix::unistd::execve(&self.exe, &self.args, &self.env) {
+            Err(nix::errno::Errno::EPERM) if self.no_new_privileges => {
+                let err =
+                    Error::from(nix::errno::Errno::EPERM).context(format!("exec {:?}", self.exe));
+                match self.labels.nnp_refusal_hint() {
+                    Some(hint) => err.context(hint),
+                    None => err,
+                }
+            }
             Err(e) => Error::from(e).context(format!("exec {:?}", self.exe)),
             Ok(never) => match never {},
         }

@@ -67,6 +67,22 @@ impl Labels {
 
     /// Fails, naming the field (`what` is "process" or the exec option), when a label is asked
     /// for and its LSM is not enabled here.
+    /// Why an execve failed with EPERM under no_new_privs when a label is set: the kernel lets
+    /// a no_new_privs process change domains only where the policy allows it (SELinux's
+    /// `nnp_transition`, an AppArmor profile that is a subset of the current one).
+    pub fn nnp_refusal_hint(&self) -> Option<String> {
+        let (field, label) = match (&self.selinux, &self.apparmor) {
+            (Some(l), _) => ("process.selinuxLabel", l),
+            (None, Some(l)) => ("process.apparmorProfile", l),
+            (None, None) => return None,
+        };
+        Some(format!(
+            "the LSM refused to enter {field} {label:?} with process.noNewPrivileges set: the \
+             policy must allow that transition under no_new_privs (SELinux: nnp_transition), \
+             or set noNewPrivileges to false"
+        ))
+    }
+
     pub fn check(&self, what: &str) -> Result<()> {
         if let Some(p) = &self.apparmor {
             if !apparmor_enabled() {
