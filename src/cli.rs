@@ -8,8 +8,8 @@ use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 pub const DEFAULT_ROOT: &str = "/run/proxmox-lxcri";
 
-/// The command line's global options, written once for both command trees: [`Cli`] and
-/// [`HotCli`] (the same options over a few subcommands).
+/// The command line's global options, written once for every command tree: [`Cli`] and the
+/// cut-down [`IdCli`] and [`MakeCli`] (the same options over a few subcommands).
 macro_rules! cli_struct {
     ($(#[$meta:meta])* $name:ident, $command:ty) => {
         $(#[$meta])*
@@ -61,35 +61,59 @@ macro_rules! cli_struct {
 
 cli_struct!(Cli, Command);
 
+// The commands engines run for every container, each in a new process, parse with a small tree
+// first. Building clap's tree of all the commands (every argument of every subcommand, each global
+// option copied into each) was most of their heap. A cut-down tree has the same global options and
+// defines its subcommands by the same argument structs, so a command line it accepts gets the very
+// matches the full tree would give (see the tests); anything it rejects (usage errors, `help`,
+// `--version`, other subcommands) goes to the full tree, which answers as before.
+
 cli_struct!(
-    /// Only the commands engines run several times per container, each in a new process: `start`,
-    /// `state`, `kill`, `delete`. Building clap's tree of all the commands (every argument of every
-    /// subcommand, each global option copied into each) was most of their heap: a tree of these
-    /// four is parsed first and, when it accepts the command line, gives the very matches the full
-    /// tree would (same global options and same subcommand definitions; see the tests). Anything
-    /// it rejects, `help` and `--version` included, goes to the full tree, which then answers.
-    HotCli,
-    HotCommand
+    /// The global options over `start`, `state`, `kill` and `delete`.
+    IdCli,
+    IdCommand
 );
 
-/// The subcommands of [`HotCli`], defined by the same argument structs as in [`Command`].
 #[derive(Subcommand, Debug)]
-pub enum HotCommand {
+pub enum IdCommand {
     Start(IdArg),
     State(IdArg),
     Kill(KillArgs),
     Delete(DeleteArgs),
 }
 
-/// The names of [`HotCommand`]'s subcommands (a test checks them), looked for before building it.
-const HOT: [&str; 4] = ["start", "state", "kill", "delete"];
+cli_struct!(
+    /// The global options over `create` and `run`.
+    MakeCli,
+    MakeCommand
+);
 
-/// The matches of [`HotCli`], when the command line names one of its subcommands and it accepts it.
+#[derive(Subcommand, Debug)]
+pub enum MakeCommand {
+    Create(CreateArgs),
+    Run(RunArgs),
+}
+
+/// The subcommand names of [`IdCommand`] and [`MakeCommand`] (a test checks them), looked for in
+/// the command line before building a tree.
+const ID_COMMANDS: [&str; 4] = ["start", "state", "kill", "delete"];
+const MAKE_COMMANDS: [&str; 2] = ["create", "run"];
+
+/// A cut-down tree: the names of its subcommands and its builder.
+type HotTree = (&'static [&'static str], fn() -> clap::Command);
+
+const HOT_TREES: [HotTree; 2] = [
+    (&ID_COMMANDS, IdCli::command),
+    (&MAKE_COMMANDS, MakeCli::command),
+];
+
+/// The matches of a cut-down tree that accepts the command line, if any does.
 pub fn hot_matches(args: &[OsString]) -> Option<ArgMatches> {
-    if !args.iter().skip(1).any(|a| HOT.iter().any(|h| a == h)) {
-        return None;
-    }
-    HotCli::command().try_get_matches_from(args).ok()
+    let named = |set: &[&str]| args.iter().skip(1).any(|a| set.iter().any(|n| a == n));
+    HOT_TREES
+        .into_iter()
+        .filter(|(set, _)| named(set))
+        .find_map(|(_, tree)| tree().try_get_matches_from(args).ok())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -480,28 +504,30 @@ mod tests {
     }
 
     #[test]
-    fn hot_tree_is_the_full_tree_cut_down() {
+    fn hot_trees_are_the_full_tree_cut_down() {
         let mut full = Cli::command();
         full.build();
-        let mut hot = HotCli::command();
-        hot.build();
-        assert_eq!(args_of(&hot), args_of(&full), "global options differ");
-        let names: Vec<&str> = hot
-            .get_subcommands()
-            .map(|s| s.get_name())
-            .filter(|n| *n != "help")
-            .collect();
-        assert_eq!(names, HOT);
-        for sub in hot.get_subcommands().filter(|s| s.get_name() != "help") {
-            let same = full
-                .find_subcommand(sub.get_name())
-                .expect("in the full tree");
-            assert_eq!(args_of(sub), args_of(same), "{}", sub.get_name());
+        for (set, tree) in HOT_TREES {
+            let mut hot = tree();
+            hot.build();
+            assert_eq!(args_of(&hot), args_of(&full), "global options differ");
+            let names: Vec<&str> = hot
+                .get_subcommands()
+                .map(|s| s.get_name())
+                .filter(|n| *n != "help")
+                .collect();
+            assert_eq!(names, set);
+            for sub in hot.get_subcommands().filter(|s| s.get_name() != "help") {
+                let same = full
+                    .find_subcommand(sub.get_name())
+                    .expect("in the full tree");
+                assert_eq!(args_of(sub), args_of(same), "{}", sub.get_name());
+            }
         }
     }
 
     #[test]
-    fn hot_tree_accepts_only_what_the_full_tree_parses_alike() {
+    fn hot_trees_accept_only_what_the_full_tree_parses_alike() {
         let accepted: &[&[&str]] = &[
             &["state", "c1"],
             &["--root", "/r", "start", "c1"],
@@ -519,6 +545,10 @@ mod tests {
             &["kill", "c1", "-9"],
             &["--rootless", "true", "--systemd-cgroup", "state", "c1"],
             &["--config", "/c.json", "kill", "-a", "c1", "--root", "/r"],
+            &["create", "--bundle", "/b", "--pid-file=/p", "c1"],
+            &["--root", "/r", "run", "-d", "--keep", "-b", "/b", "c1"],
+            &["--root", "state", "create", "c1"],
+            &["create", "start"],
         ];
         // Usage errors, help and version: the full tree answers them.
         let rejected: &[&[&str]] = &[
@@ -528,7 +558,8 @@ mod tests {
             &["state", "--help"],
             &["-v"],
             &["-v", "state", "c1"],
-            &["create", "state"],
+            &["create", "--detach", "c1"],
+            &["run", "--help"],
             &["delete", "--rootless", "x", "c1"],
             &["kill", "--bogus", "c1"],
             &["list"],

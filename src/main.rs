@@ -26,7 +26,7 @@ const UNRECORDED: &[&str] = &["spec", "features", "metrics"];
 fn main() {
     let started = std::time::Instant::now();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // start/state/kill/delete: a small command tree first (see cli::HotCli), the full one otherwise.
+    // Commands run per container: a cut-down command tree first (see cli::IdCli), else the full one.
     let parsed = match cli::hot_matches(&args) {
         Some(m) => Ok(m),
         None => Cli::command().try_get_matches_from(args),
