@@ -1,5 +1,5 @@
 //! Link settings that cut the runtime's own start-up, which engines pay on every `create`, `start`,
-//! `state` and `delete` (each a new process). Figures: benches/README.md, "Start-up".
+//! `state` and `delete` (each a new process). Figures: benches/README.md, "Start-up cost".
 //!
 //! - A non-PIE executable: the ~9000 absolute pointers in .data.rel.ro (clap, serde and std
 //!   tables) are resolved at link time instead of being relocated by ld.so at every start, which
