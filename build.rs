@@ -18,7 +18,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    // glibc targets only: musl's are static already, other systems link differently.
+    if var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" {
         return;
     }
     println!("cargo:rustc-link-arg-bins=-no-pie");
