@@ -1,6 +1,7 @@
 /*
  * rusage OUTFILE PROG [ARGS...]: runs PROG (an absolute path), waits for it and writes
- * "MAXRSS_KB UTIME_US STIME_US\n" from wait4() to OUTFILE; exits with PROG's status (128 + signal).
+ * "MAXRSS_KB UTIME_US STIME_US MINFLT\n" from wait4() to OUTFILE; exits with PROG's status (128 +
+ * signal).
  *
  * Why not os.wait4() in the harness itself: ru_maxrss of a child starts at the RSS of the process it
  * was forked (or vforked) from, because exec records the old address space's high-water mark. From the
@@ -44,9 +45,9 @@ int main(int argc, char **argv) {
         perror("rusage: OUTFILE");
         return 127;
     }
-    fprintf(f, "%ld %ld %ld\n", ru.ru_maxrss,
+    fprintf(f, "%ld %ld %ld %ld\n", ru.ru_maxrss,
             (long)ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec,
-            (long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec);
+            (long)ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec, ru.ru_minflt);
     fclose(f);
     if (WIFSIGNALED(status))
         return 128 + WTERMSIG(status);

@@ -1,51 +1,119 @@
 //! runc's command line, flag for flag, so that go-runc (containerd), conmon (CRI-O, podman) and
 //! scripts written for runc drive proxmox-lxcri unchanged.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 pub const DEFAULT_ROOT: &str = "/run/proxmox-lxcri";
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "proxmox-lxcri",
-    about = "A fast OCI container runtime whose containers Proxmox VE can see",
-    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0"),
-    disable_version_flag = true
-)]
-pub struct Cli {
-    /// Directory holding the containers' state (default: /run/proxmox-lxcri; for an unprivileged
-    /// user $XDG_RUNTIME_DIR/proxmox-lxcri)
-    #[arg(long, global = true, default_value_os_t = crate::linux::rootless::default_root(),
-          hide_default_value = true)]
-    pub root: PathBuf,
-    /// Also write log messages (errors and warnings) to this file
-    #[arg(long, global = true)]
-    pub log: Option<PathBuf>,
-    /// Format of the log file
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// The runtime's own config (default: $PROXMOX_LXCRI_CONFIG, else
-    /// /etc/proxmox-lxcri/config.json; a missing file means defaults)
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Log debug messages too
-    #[arg(long, global = true)]
-    pub debug: bool,
-    /// Manage cgroups through systemd (slice:prefix:name cgroup paths)
-    #[arg(long, global = true)]
-    pub systemd_cgroup: bool,
-    /// Rootless mode, as runc's: auto (default: on when not root), true or false. In rootless
-    /// mode a cgroup the caller cannot write is skipped unless resource limits are asked for.
-    /// Only before the subcommand, where runc takes it, since `spec --rootless` is another flag
-    #[arg(long, value_name = "auto|true|false")]
-    pub rootless: Option<String>,
-    /// Print the version
-    #[arg(short = 'v', long, action = clap::ArgAction::Version)]
-    pub version: Option<bool>,
-    #[command(subcommand)]
-    pub command: Command,
+/// The command line's global options, written once for every command tree: [`Cli`] and the
+/// cut-down [`IdCli`] and [`MakeCli`] (the same options over a few subcommands).
+macro_rules! cli_struct {
+    ($(#[$meta:meta])* $name:ident, $command:ty) => {
+        $(#[$meta])*
+        #[derive(Parser, Debug)]
+        #[command(
+            name = "proxmox-lxcri",
+            about = "A fast OCI container runtime whose containers Proxmox VE can see",
+            version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0"),
+            disable_version_flag = true
+        )]
+        // The arg group clap names after the struct: "Cli" in both trees, so their matches agree.
+        #[group(id = "Cli")]
+        pub struct $name {
+            /// Directory holding the containers' state (default: /run/proxmox-lxcri; for an
+            /// unprivileged user $XDG_RUNTIME_DIR/proxmox-lxcri)
+            #[arg(long, global = true, default_value_os_t = crate::linux::rootless::default_root(),
+                  hide_default_value = true)]
+            pub root: PathBuf,
+            /// Also write log messages (errors and warnings) to this file
+            #[arg(long, global = true)]
+            pub log: Option<PathBuf>,
+            /// Format of the log file
+            #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+            pub log_format: LogFormat,
+            /// The runtime's own config (default: $PROXMOX_LXCRI_CONFIG, else
+            /// /etc/proxmox-lxcri/config.json; a missing file means defaults)
+            #[arg(long, global = true, value_name = "FILE")]
+            pub config: Option<PathBuf>,
+            /// Log debug messages too
+            #[arg(long, global = true)]
+            pub debug: bool,
+            /// Manage cgroups through systemd (slice:prefix:name cgroup paths)
+            #[arg(long, global = true)]
+            pub systemd_cgroup: bool,
+            /// Rootless mode, as runc's: auto (default: on when not root), true or false. In
+            /// rootless mode a cgroup the caller cannot write is skipped unless resource limits are
+            /// asked for. Only before the subcommand, where runc takes it, since `spec --rootless`
+            /// is another flag
+            #[arg(long, value_name = "auto|true|false")]
+            pub rootless: Option<String>,
+            /// Print the version
+            #[arg(short = 'v', long, action = clap::ArgAction::Version)]
+            pub version: Option<bool>,
+            #[command(subcommand)]
+            pub command: $command,
+        }
+    };
+}
+
+cli_struct!(Cli, Command);
+
+// The commands engines run for every container, each in a new process, parse with a small tree
+// first. Building clap's tree of all the commands (every argument of every subcommand, each global
+// option copied into each) was most of their heap. A cut-down tree has the same global options and
+// defines its subcommands by the same argument structs, so a command line it accepts gets the very
+// matches the full tree would give (see the tests); anything it rejects (usage errors, `help`,
+// `--version`, other subcommands) goes to the full tree, which answers as before.
+
+cli_struct!(
+    /// The global options over `start`, `state`, `kill` and `delete`.
+    IdCli,
+    IdCommand
+);
+
+#[derive(Subcommand, Debug)]
+pub enum IdCommand {
+    Start(IdArg),
+    State(IdArg),
+    Kill(KillArgs),
+    Delete(DeleteArgs),
+}
+
+cli_struct!(
+    /// The global options over `create` and `run`.
+    MakeCli,
+    MakeCommand
+);
+
+#[derive(Subcommand, Debug)]
+pub enum MakeCommand {
+    Create(CreateArgs),
+    Run(RunArgs),
+}
+
+/// The subcommand names of [`IdCommand`] and [`MakeCommand`] (a test checks them), looked for in
+/// the command line before building a tree.
+const ID_COMMANDS: [&str; 4] = ["start", "state", "kill", "delete"];
+const MAKE_COMMANDS: [&str; 2] = ["create", "run"];
+
+/// A cut-down tree: the names of its subcommands and its builder.
+type HotTree = (&'static [&'static str], fn() -> clap::Command);
+
+const HOT_TREES: [HotTree; 2] = [
+    (&ID_COMMANDS, IdCli::command),
+    (&MAKE_COMMANDS, MakeCli::command),
+];
+
+/// The matches of a cut-down tree that accepts the command line, if any does.
+pub fn hot_matches(args: &[OsString]) -> Option<ArgMatches> {
+    let named = |set: &[&str]| args.iter().skip(1).any(|a| set.iter().any(|n| a == n));
+    HOT_TREES
+        .into_iter()
+        .filter(|(set, _)| named(set))
+        .find_map(|(_, tree)| tree().try_get_matches_from(args).ok())
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -423,4 +491,107 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub lsm_mount_context: Option<String>,
     pub id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::FromArgMatches;
+
+    /// Every argument of a built command as clap sees it (id, flags, action, parser, defaults).
+    fn args_of(cmd: &clap::Command) -> Vec<String> {
+        cmd.get_arguments().map(|a| format!("{a:?}")).collect()
+    }
+
+    #[test]
+    fn hot_trees_are_the_full_tree_cut_down() {
+        let mut full = Cli::command();
+        full.build();
+        for (set, tree) in HOT_TREES {
+            let mut hot = tree();
+            hot.build();
+            assert_eq!(args_of(&hot), args_of(&full), "global options differ");
+            let names: Vec<&str> = hot
+                .get_subcommands()
+                .map(|s| s.get_name())
+                .filter(|n| *n != "help")
+                .collect();
+            assert_eq!(names, set);
+            for sub in hot.get_subcommands().filter(|s| s.get_name() != "help") {
+                let same = full
+                    .find_subcommand(sub.get_name())
+                    .expect("in the full tree");
+                assert_eq!(args_of(sub), args_of(same), "{}", sub.get_name());
+            }
+        }
+    }
+
+    #[test]
+    fn hot_trees_accept_only_what_the_full_tree_parses_alike() {
+        let accepted: &[&[&str]] = &[
+            &["state", "c1"],
+            &["--root", "/r", "start", "c1"],
+            &[
+                "--root=/r",
+                "--log=/l",
+                "--log-format",
+                "json",
+                "delete",
+                "--force",
+                "c1",
+            ],
+            &["delete", "c1", "-f", "--debug"],
+            &["kill", "--all", "c1", "KILL"],
+            &["kill", "c1", "-9"],
+            &["--rootless", "true", "--systemd-cgroup", "state", "c1"],
+            &["--config", "/c.json", "kill", "-a", "c1", "--root", "/r"],
+            &["create", "--bundle", "/b", "--pid-file=/p", "c1"],
+            &["--root", "/r", "run", "-d", "--keep", "-b", "/b", "c1"],
+            &["--root", "state", "create", "c1"],
+            &["create", "start"],
+        ];
+        // Usage errors, help and version: the full tree answers them.
+        let rejected: &[&[&str]] = &[
+            &["state"],
+            &["state", "a", "b"],
+            &["help", "state"],
+            &["state", "--help"],
+            &["-v"],
+            &["-v", "state", "c1"],
+            &["create", "--detach", "c1"],
+            &["run", "--help"],
+            &["delete", "--rootless", "x", "c1"],
+            &["kill", "--bogus", "c1"],
+            &["list"],
+        ];
+        let argv = |line: &[&str]| -> Vec<OsString> {
+            std::iter::once("proxmox-lxcri")
+                .chain(line.iter().copied())
+                .map(OsString::from)
+                .collect()
+        };
+        for line in rejected {
+            assert!(hot_matches(&argv(line)).is_none(), "{line:?}");
+        }
+        for line in accepted {
+            let hot = hot_matches(&argv(line)).unwrap_or_else(|| panic!("{line:?}"));
+            let full = Cli::command()
+                .try_get_matches_from(argv(line))
+                .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+            let a = Cli::from_arg_matches(&hot).expect("hot matches");
+            let b = Cli::from_arg_matches(&full).expect("full matches");
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{line:?}");
+            let (hot_name, hot_sub) = hot.subcommand().expect("a subcommand");
+            let (full_name, full_sub) = full.subcommand().expect("a subcommand");
+            assert_eq!(hot_name, full_name);
+            for m in [(&hot, &full), (hot_sub, full_sub)] {
+                let ids: Vec<_> = m.1.ids().collect();
+                assert_eq!(m.0.ids().collect::<Vec<_>>(), ids, "{line:?}");
+                for id in ids {
+                    let id = id.as_str();
+                    assert_eq!(m.0.value_source(id), m.1.value_source(id), "{line:?} {id}");
+                }
+            }
+        }
+    }
 }

@@ -25,7 +25,13 @@ const UNRECORDED: &[&str] = &["spec", "features", "metrics"];
 
 fn main() {
     let started = std::time::Instant::now();
-    let matches = match Cli::command().try_get_matches() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Commands run per container: a cut-down command tree first (see cli::IdCli), else the full one.
+    let parsed = match cli::hot_matches(&args) {
+        Some(m) => Ok(m),
+        None => Cli::command().try_get_matches_from(args),
+    };
+    let matches = match parsed {
         Ok(m) => m,
         Err(e) => {
             // Engines read the runtime's error from the --log file (containerd's shim, conmon):
