@@ -23,7 +23,12 @@ fn main() {
     if var("CARGO_CFG_TARGET_OS") != "linux" || var("CARGO_CFG_TARGET_ENV") != "gnu" {
         return;
     }
-    println!("cargo:rustc-link-arg-bins=-no-pie");
+    // The executable's own image loses address randomisation (libraries, heap, stack keep it):
+    // PROXMOX_LXCRI_PIE=1 builds a PIE for who prefers that to the start-up cost.
+    println!("cargo:rerun-if-env-changed=PROXMOX_LXCRI_PIE");
+    if var("PROXMOX_LXCRI_PIE") != "1" {
+        println!("cargo:rustc-link-arg-bins=-no-pie");
+    }
     for lib in ["gcc_eh", "seccomp"] {
         if let Some(dir) = static_lib_dir(lib) {
             println!("cargo:rustc-link-search=native={}", dir.display());
