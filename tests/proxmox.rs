@@ -111,13 +111,8 @@ impl Pve {
         v
     }
 
-    /// Whether pct's lock of `vmid` can be taken now (nobody holds it).
     fn lock_is_free(&self, vmid: u32) -> bool {
-        let path = self.lock.join(format!("pve-config-{vmid}.lock"));
-        let Ok(f) = fs::OpenOptions::new().append(true).open(&path) else {
-            return true;
-        };
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+        pct_lock_is_free(&self.lock, vmid)
     }
 
     /// Asserts that no config, volume or held lock is left.

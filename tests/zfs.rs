@@ -170,11 +170,7 @@ impl Node {
     }
 
     fn lock_is_free(&self, vmid: u32) -> bool {
-        let path = self.lock.join(format!("pve-config-{vmid}.lock"));
-        let Ok(f) = fs::OpenOptions::new().append(true).open(&path) else {
-            return true;
-        };
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+        pct_lock_is_free(&self.lock, vmid)
     }
 
     /// No dataset, snapshot, mount point, config or held lock is left.
@@ -445,6 +441,19 @@ fn a_failure_after_any_step_of_create_leaves_no_dataset_config_or_lock() {
     keep.delete().assert_ok();
 }
 
+/// A node's runtime config in a scratch dir (no pool behind it): pct configs in `<base>/pve/lxc`,
+/// `storage` made from the base dir. Returns the base, the config dir and the config file.
+fn scratch_node(name: &str, storage: impl FnOnce(&Path) -> Value) -> (PathBuf, PathBuf, PathBuf) {
+    let base = Path::new(TMP_BASE).join(format!("{}-{name}", unique_suffix()));
+    let lxc = base.join("pve/lxc");
+    fs::create_dir_all(&lxc).unwrap();
+    let config = base.join("config.json");
+    let doc = json!({"proxmox": {"enabled": true, "config_dir": lxc, "lock_dir": base.join("lock"),
+        "lxcpath": base.join("lxcpath"), "storage": storage(&base)}});
+    fs::write(&config, doc.to_string()).unwrap();
+    (base, lxc, config)
+}
+
 #[test]
 fn without_the_zfs_module_only_zfs_storage_fails_and_says_why() {
     if !is_ours() {
@@ -457,19 +466,11 @@ fn without_the_zfs_module_only_zfs_storage_fails_and_says_why() {
         );
         return;
     }
-    let base = Path::new(TMP_BASE).join(format!("{}-nozfs", unique_suffix()));
-    let lxc = base.join("pve/lxc");
-    fs::create_dir_all(&lxc).unwrap();
-    let config = base.join("config.json");
-    fs::write(
-        &config,
-        json!({"proxmox": {"enabled": true, "config_dir": lxc, "lock_dir": base.join("lock"),
-            "lxcpath": base.join("lxcpath"), "storage": [
+    let (base, lxc, config) = scratch_node("nozfs", |base| {
+        json!([
             {"id": "local-zfs", "type": "zfspool", "pool": "rpool/data"},
-            {"id": "local", "type": "dir", "path": base}]}})
-        .to_string(),
-    )
-    .unwrap();
+            {"id": "local", "type": "dir", "path": base}])
+    });
     let arg = config.to_string_lossy().into_owned();
     let c = Container::new();
     let out = c.create_opts(&["--config", &arg], &ExecOpts::default());
@@ -496,18 +497,10 @@ fn without_libzfs_core_only_zfs_storage_fails_and_names_the_library() {
     if !is_ours() {
         return;
     }
-    let base = Path::new(TMP_BASE).join(format!("{}-nolib", unique_suffix()));
-    let lxc = base.join("pve/lxc");
-    fs::create_dir_all(&lxc).unwrap();
-    let config = base.join("config.json");
-    fs::write(
-        &config,
-        json!({"proxmox": {"enabled": true, "config_dir": lxc, "lock_dir": base.join("lock"),
-            "lxcpath": base.join("lxcpath"),
-            "storage": {"id": "local-zfs", "type": "zfspool", "pool": "rpool/data"}}})
-        .to_string(),
-    )
-    .unwrap();
+    let (base, lxc, config) = scratch_node(
+        "nolib",
+        |_| json!({"id": "local-zfs", "type": "zfspool", "pool": "rpool/data"}),
+    );
     let c = Container::new();
     // Debug builds load the library by this name instead: one that exists nowhere.
     let opts = ExecOpts {

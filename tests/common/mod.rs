@@ -1701,3 +1701,12 @@ pub fn native_only() {
         std::env::set_var("PROXMOX_LXCRI_CONFIG", &cfg);
     });
 }
+
+/// Whether pct's lock of `vmid` in `lock_dir` can be taken now (nobody holds it).
+pub fn pct_lock_is_free(lock_dir: &Path, vmid: u32) -> bool {
+    let path = lock_dir.join(format!("pve-config-{vmid}.lock"));
+    let Ok(f) = fs::OpenOptions::new().append(true).open(&path) else {
+        return true;
+    };
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+}
