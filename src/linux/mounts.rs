@@ -49,22 +49,29 @@ pub fn open_or_create_in_root(root: BorrowedFd<'_>, path: &Path, kind: Kind) -> 
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         Err(e) => return Err(Error::os(path.display().to_string(), e)),
     }
-    let mut parent = open_in_root(root, Path::new("/")).ctx(|| "rootfs")?;
-    let mut sofar = PathBuf::from("/");
     let comps: Vec<_> = path
         .components()
         .filter(|c| matches!(c, Component::Normal(_)))
         .collect();
-    for (i, comp) in comps.iter().enumerate() {
-        sofar.push(comp);
-        match open_in_root(root, &sofar) {
-            Ok(fd) => {
-                parent = fd;
-                continue;
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(Error::os(sofar.display().to_string(), e)),
+    // The deepest ancestor that exists, searched upwards: usually the parent (a mount point in
+    // a directory the rootfs has), so one lookup instead of one per component.
+    let prefix = |n: usize| -> PathBuf {
+        std::iter::once(Component::RootDir)
+            .chain(comps[..n].iter().copied())
+            .collect()
+    };
+    let mut existing = comps.len().saturating_sub(1);
+    let mut parent = loop {
+        let ancestor = prefix(existing);
+        match open_in_root(root, &ancestor) {
+            Ok(fd) => break fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && existing > 0 => existing -= 1,
+            Err(e) => return Err(Error::os(ancestor.display().to_string(), e)),
         }
+    };
+    let mut sofar = prefix(existing);
+    for (i, comp) in comps.iter().enumerate().skip(existing) {
+        sofar.push(comp);
         let last = i + 1 == comps.len();
         // `parent` is an O_PATH fd: create through its /proc/self/fd path.
         let parent_path = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd()));
