@@ -5,7 +5,7 @@
 //! resource beyond devices (see cgroups.rs).
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,15 +116,26 @@ impl Hierarchies {
         let Some(dir) = self.dir("devices") else {
             return Ok(());
         };
+        // Each write(2) is one rule; the two files stay open across the rules.
+        let (mut allow, mut deny) = (None, None);
         for (i, r) in rules.iter().enumerate() {
-            let file = if r.allow() {
-                "devices.allow"
+            let (file, slot) = if r.allow() {
+                ("devices.allow", &mut allow)
             } else {
-                "devices.deny"
+                ("devices.deny", &mut deny)
             };
             let line = device_rule(r);
-            fs::write(dir.join(file), &line)
-                .ctx(|| format!("linux.resources.devices[{i}] ({line}) to {file}"))?;
+            let what = || format!("linux.resources.devices[{i}] ({line}) to {file}");
+            let f = match slot {
+                Some(f) => f,
+                None => slot.insert(
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(dir.join(file))
+                        .ctx(what)?,
+                ),
+            };
+            f.write_all(line.as_bytes()).ctx(what)?;
         }
         Ok(())
     }
