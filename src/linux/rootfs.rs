@@ -35,7 +35,11 @@ pub fn prepare(
     let flag = root_propagation(spec).unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mount(None::<&str>, "/", None::<&str>, flag, None::<&str>)
         .ctx(|| "setting the propagation of /")?;
-    make_parent_mount_private(&bundle.rootfs)?;
+    // A recursive slave, private or unbindable propagation leaves no mount shared: only after
+    // a shared or non-recursive one can the rootfs's parent still refuse pivot_root.
+    if !flag.contains(MsFlags::MS_REC) || flag.contains(MsFlags::MS_SHARED) {
+        make_parent_mount_private(&bundle.rootfs)?;
+    }
     mount(
         Some(&bundle.rootfs),
         &bundle.rootfs,
