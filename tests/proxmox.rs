@@ -99,16 +99,7 @@ impl Pve {
 
     /// Everything under the storage's images/ dir.
     fn images(&self) -> Vec<String> {
-        let dir = self.store.join("images");
-        let mut v: Vec<String> = fs::read_dir(&dir)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        sorted_names(&self.store.join("images"))
     }
 
     fn lock_is_free(&self, vmid: u32) -> bool {

@@ -160,13 +160,7 @@ impl Node {
     }
 
     fn vmids(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.lxc)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
+        sorted_names(&self.lxc)
     }
 
     fn lock_is_free(&self, vmid: u32) -> bool {

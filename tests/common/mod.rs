@@ -1710,3 +1710,16 @@ pub fn pct_lock_is_free(lock_dir: &Path, vmid: u32) -> bool {
     };
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
 }
+
+/// The entry names of `dir`, sorted; none when it does not exist.
+pub fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
