@@ -123,10 +123,23 @@ pub fn path(flag: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Reads and checks the config file; a missing file gives the defaults.
+/// Reads and checks the config file; a missing file gives the defaults. One command asks for it
+/// more than once (the engine choice, then the Proxmox side): the file is read once per process.
 pub fn load(flag: Option<&Path>) -> Result<Config> {
+    static LOADED: std::sync::OnceLock<(PathBuf, Config)> = std::sync::OnceLock::new();
     let path = path(flag);
-    let data = match std::fs::read(&path) {
+    if let Some((p, c)) = LOADED.get() {
+        if *p == path {
+            return Ok(c.clone());
+        }
+    }
+    let config = read(&path)?;
+    let _ = LOADED.set((path, config.clone()));
+    Ok(config)
+}
+
+fn read(path: &Path) -> Result<Config> {
+    let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
         Err(e) => return Err(Error::os(format!("reading {}", path.display()), e)),
